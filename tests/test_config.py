@@ -1,0 +1,64 @@
+"""Job config: validation errors name the key; overrides; shipped jobs validate."""
+from pathlib import Path
+
+import pytest
+
+from annotator.config import ConfigError, load_job, parse_job
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = {"name": "t", "datasets": [{"name": "w", "format": "coco", "role": "target", "path": "a.json"}]}
+
+
+def test_unknown_key_is_named():
+    bad = dict(MINIMAL, pretrain={"epochs": 2, "learning_rate": 0.1})
+    with pytest.raises(ConfigError) as e:
+        parse_job(bad, "job.yaml")
+    assert "pretrain.learning_rate: unknown key" in str(e.value)
+    assert "job.yaml" in str(e.value)
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ConfigError) as e:
+        parse_job(dict(MINIMAL, finetune={"lr": -1}), "j")
+    assert "finetune.lr" in str(e.value)
+
+
+def test_smpl_kind_needs_path_and_synth_needs_block():
+    with pytest.raises(ConfigError, match="body_model.path is required"):
+        parse_job(dict(MINIMAL, body_model={"kind": "smpl"}))
+    with pytest.raises(ConfigError, match=r"datasets\[s\].synth is required"):
+        parse_job({"name": "t", "datasets": [{"name": "s", "format": "synth", "role": "aux3d"}]})
+
+
+def test_duplicate_dataset_names_rejected():
+    ds = MINIMAL["datasets"][0]
+    with pytest.raises(ConfigError, match="duplicate dataset name"):
+        parse_job(dict(MINIMAL, datasets=[ds, ds]))
+
+
+def test_overrides_by_path_and_dataset_name(tmp_path):
+    import yaml
+
+    p = tmp_path / "job.yaml"
+    p.write_text(yaml.safe_dump(MINIMAL))
+    cfg = load_job(p, ["finetune.epochs=7", "storage.root=s3://bucket/x", "datasets.w.path=b.json", "crop.size=128"])
+    assert cfg.finetune.epochs == 7 and cfg.crop.size == 128
+    assert cfg.storage.root == "s3://bucket/x" and cfg.run_root == "s3://bucket/x/t"
+    assert cfg.datasets[0].path == "b.json"
+    with pytest.raises(ConfigError, match="ray.bogus: unknown key"):
+        load_job(p, ["ray.bogus=1"])
+
+
+def test_missing_and_malformed_job_files(tmp_path):
+    with pytest.raises(ConfigError, match="job file not found"):
+        load_job(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_job(bad)
+
+
+@pytest.mark.parametrize("job", sorted((ROOT / "jobs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_jobs_validate(job):
+    cfg = load_job(job)
+    assert cfg.datasets_with_role("target"), "every shipped job annotates at least one target dataset"
