@@ -1,0 +1,235 @@
+"""The CLIFF regression network: ResNet features + bbox info -> SMPL rotations, betas, crop camera.
+
+Architecture (CLIFF Fig. 2b, built on HMR/SPIN):
+
+* a torchvision ResNet backbone (classification head removed) encodes the square crop into
+  one global-average-pooled feature vector;
+* with ``use_bbox_info`` the feature is concatenated with CLIFF's bounding-box information
+  ``I_bbox`` (Eq. 5, computed by the data pipeline); without it the network is the HMR-style
+  crop-only model (ablation ``cliff-no-bbox``);
+* an iterative error-feedback regressor (HMR) starts from mean parameters and refines them
+  ``iterations`` times: ``theta <- theta + MLP([feature, bbox, theta])``.
+
+Rotations are regressed in the continuous 6D representation (Zhou et al. 2019; first two
+columns of the rotation matrix) and turned into matrices by Gram-Schmidt, always in float32
+so the network can run under AMP autocast. Weights load through :mod:`annotator.storage`, so
+``s3://`` paths work; nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from annotator import storage
+from annotator.config import NetworkConfig
+from annotator.geometry.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+
+NUM_JOINTS = 24
+"""SMPL joints with a rotation: the root (global orient) + 23 body joints."""
+ROT6D = 6
+POSE_DIM = NUM_JOINTS * ROT6D
+CAM_DIM = 3
+"""Weak-perspective crop camera ``(s, tx, ty)`` (HMR; CLIFF Eq. 1)."""
+BBOX_INFO_DIM = 3
+"""``I_bbox = [c_x / f, c_y / f, b / f]`` (CLIFF Eq. 5)."""
+HIDDEN_DIM = 1024
+"""Width of the two regressor layers (HMR / SPIN / CLIFF)."""
+DROPOUT = 0.5
+"""Dropout after each regressor layer (HMR / SPIN / CLIFF)."""
+OUTPUT_INIT_GAIN = 0.01
+"""Xavier gain of the three output layers (SPIN/CLIFF): the first predictions stay within
+about 1% of the mean parameters, so training starts from a plausible upright person instead
+of random rotations that the 2D loss cannot untangle."""
+
+MEAN_CAM_SCALE = 0.9
+"""Initial weak-perspective scale ``s`` (SPIN's mean camera ``(0.9, 0, 0)``). ``s`` maps metres
+to crop coordinates normalised to [-1, 1]; a ~1.7 m tall person then spans 1.7 * 0.9 / 2 ~ 77%
+of the crop side, which matches a person box enlarged by ``crop.bbox_scale`` = 1.2 (~83%)."""
+
+_BACKBONES: dict[str, tuple[Callable[..., nn.Module], int]] = {
+    # name -> (torchvision constructor, pooled feature width)
+    "resnet18": (torchvision.models.resnet18, 512),
+    "resnet34": (torchvision.models.resnet34, 512),
+    "resnet50": (torchvision.models.resnet50, 2048),
+}
+_HEAD_PREFIX = "fc."
+"""torchvision's ImageNet classification head; ignored when loading backbone weights."""
+
+
+class WeightsError(ValueError):
+    """A weights file cannot be loaded into the network; the message names the file and keys."""
+
+
+def mean_parameters(num_betas: int) -> dict[str, torch.Tensor]:
+    """The regressor's starting point (HMR "mean theta"), each as a (1, D) float32 tensor.
+
+    * ``pose_6d``: identity rotation for the 23 body joints (the SMPL rest pose, arms out in
+      a T) and 180 deg about x for the root. SMPL is y-up and faces +z; the camera frame is
+      OpenCV (y down, z forward), so this rotation puts the head up in the image and the face
+      towards the camera: an upright person facing the camera.
+    * ``betas``: zeros, the mean body shape of the model's shape space.
+    * ``crop_cam``: ``(MEAN_CAM_SCALE, 0, 0)``, the person centred in the crop.
+    """
+    root = axis_angle_to_matrix(torch.tensor([[math.pi, 0.0, 0.0]]))
+    body = torch.eye(3).expand(NUM_JOINTS - 1, 3, 3)
+    rotmats = torch.cat([root, body], dim=0)
+    return {
+        "pose_6d": matrix_to_rot6d(rotmats).reshape(1, POSE_DIM).float(),
+        "betas": torch.zeros(1, num_betas),
+        "crop_cam": torch.tensor([[MEAN_CAM_SCALE, 0.0, 0.0]]),
+    }
+
+
+class CliffNet(nn.Module):
+    """CLIFF / HMR regressor. ``forward(img, bbox_info) -> {rotmat, pose_6d, betas, crop_cam}``.
+
+    Args:
+        net_cfg: backbone, optional weights path, IEF iterations, bbox-info switch.
+        crop_size: side of the square input crop in px (only recorded; the ResNet pools
+            globally, so any size >= 32 works).
+        num_betas: number of shape coefficients to regress (the body model's ``num_betas``).
+    """
+
+    def __init__(self, net_cfg: NetworkConfig, crop_size: int, num_betas: int = 10):
+        super().__init__()
+        if net_cfg.backbone not in _BACKBONES:
+            raise ValueError(f"network.backbone: unknown backbone {net_cfg.backbone!r}; expected one of {sorted(_BACKBONES)}")
+        make_backbone, feat_dim = _BACKBONES[net_cfg.backbone]
+        self.net_cfg = net_cfg
+        self.crop_size = int(crop_size)
+        self.num_betas = int(num_betas)
+        self.iterations = int(net_cfg.iterations)
+        self.use_bbox_info = bool(net_cfg.use_bbox_info)
+
+        self.backbone = make_backbone(weights=None)
+        self.backbone.fc = nn.Identity()  # keep conv1..layer4 + global pooling, drop ImageNet head
+
+        state_dim = POSE_DIM + self.num_betas + CAM_DIM
+        in_dim = feat_dim + (BBOX_INFO_DIM if self.use_bbox_info else 0) + state_dim
+        # As in HMR/SPIN/CLIFF there is no activation between the two hidden layers (they act
+        # as one affine map regularised by dropout; the ResNet carries the capacity). Kept so
+        # the reference hyper-parameters apply unchanged.
+        self.fc1 = nn.Linear(in_dim, HIDDEN_DIM)
+        self.drop1 = nn.Dropout(DROPOUT)
+        self.fc2 = nn.Linear(HIDDEN_DIM, HIDDEN_DIM)
+        self.drop2 = nn.Dropout(DROPOUT)
+        self.dec_pose = nn.Linear(HIDDEN_DIM, POSE_DIM)
+        self.dec_betas = nn.Linear(HIDDEN_DIM, self.num_betas)
+        self.dec_cam = nn.Linear(HIDDEN_DIM, CAM_DIM)
+        for layer in (self.dec_pose, self.dec_betas, self.dec_cam):
+            nn.init.xavier_uniform_(layer.weight, gain=OUTPUT_INIT_GAIN)
+            nn.init.zeros_(layer.bias)
+
+        for name, value in mean_parameters(self.num_betas).items():
+            self.register_buffer(f"mean_{name}", value)
+
+        if net_cfg.weights:
+            load_weights(self, net_cfg.weights)
+
+    def forward(self, img: torch.Tensor, bbox_info: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Regress SMPL parameters for a batch of crops.
+
+        Args:
+            img: (B, 3, S, S) normalised crops (any memory format, e.g. channels_last).
+            bbox_info: (B, 3) CLIFF Eq. 5 box information; required when ``use_bbox_info``.
+
+        Returns:
+            ``rotmat`` (B, 24, 3, 3) float32 rotation matrices (root first), ``pose_6d``
+            (B, 144), ``betas`` (B, num_betas), ``crop_cam`` (B, 3) = (s, tx, ty); the
+            parameter outputs are float32 even under autocast.
+        """
+        if img.ndim != 4 or img.shape[1] != 3:
+            raise ValueError(f"CliffNet: img must be (B, 3, S, S), got {tuple(img.shape)}")
+        batch = img.shape[0]
+        feat = self.backbone(img)
+        inputs = [feat]
+        if self.use_bbox_info:
+            if bbox_info is None:
+                raise ValueError("CliffNet: bbox_info (B, 3) is required when network.use_bbox_info is true")
+            if bbox_info.shape != (batch, BBOX_INFO_DIM):
+                raise ValueError(f"CliffNet: bbox_info must be ({batch}, {BBOX_INFO_DIM}), got {tuple(bbox_info.shape)}")
+            inputs.append(bbox_info.to(feat.dtype))
+
+        # The running estimate stays float32; only the deltas come out of the (maybe bf16) MLP.
+        pose = self.mean_pose_6d.expand(batch, -1)
+        betas = self.mean_betas.expand(batch, -1)
+        cam = self.mean_crop_cam.expand(batch, -1)
+        for _ in range(self.iterations):
+            state = torch.cat([pose, betas, cam], dim=1).to(feat.dtype)
+            hidden = self.drop2(self.fc2(self.drop1(self.fc1(torch.cat(inputs + [state], dim=1)))))
+            pose = pose + self.dec_pose(hidden).float()
+            betas = betas + self.dec_betas(hidden).float()
+            cam = cam + self.dec_cam(hidden).float()
+
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            rotmat = rot6d_to_matrix(pose.float().reshape(batch, NUM_JOINTS, ROT6D))
+        return {"rotmat": rotmat, "pose_6d": pose, "betas": betas, "crop_cam": cam}
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read a ``torch.save``-d state dict (optionally wrapped under ``model``/``state_dict``)."""
+    try:
+        raw = storage.read_bytes(path)
+    except FileNotFoundError:
+        raise WeightsError(f"{storage.redact(path)}: network weights file not found") from None
+    try:
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle / zip errors come in many types
+        raise WeightsError(f"{storage.redact(path)}: not a torch weights file ({type(err).__name__}: {err})") from None
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{storage.redact(path)}: expected a state dict of tensors (or one under 'model'/'state_dict')")
+    # DistributedDataParallel / torch.compile wrappers prefix every key.
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def _preview(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_weights(net: CliffNet, path: str) -> str:
+    """Load a full CliffNet checkpoint or a torchvision-style ResNet state dict from ``path``.
+
+    A state dict whose keys start with ``backbone.`` is a full network; otherwise it must be a
+    torchvision ResNet of the configured depth (its ``fc.*`` ImageNet head is ignored).
+    Any missing, unexpected or wrongly shaped key is an error that names the file and keys.
+
+    Returns:
+        ``"full"`` or ``"backbone"``: what was loaded.
+    """
+    state = _read_state_dict(path)
+    if any(k.startswith("backbone.") for k in state):
+        kind, target = "full", net
+    else:
+        kind, target = "backbone", net.backbone
+        state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
+    expected = target.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_preview(unexpected)}")
+    if wrong_shape:
+        problems.append(f"shape mismatch: {_preview(wrong_shape)}")
+    if problems:
+        raise WeightsError(
+            f"{storage.redact(path)}: cannot load as {kind} weights for a {net.net_cfg.backbone} CliffNet "
+            f"(use_bbox_info={net.use_bbox_info}, num_betas={net.num_betas}): " + "; ".join(problems)
+        )
+    target.load_state_dict(state, strict=True)
+    return kind

@@ -1,0 +1,142 @@
+"""CliffNet: shapes, mean-parameter start, weight loading, AMP. Tiny crops, resnet18, CPU."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from annotator.config import NetworkConfig
+from annotator.model.cliff import MEAN_CAM_SCALE, CliffNet, WeightsError, load_weights, mean_parameters
+
+CROP = 64
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _net(seed: int = 0, **cfg) -> CliffNet:
+    torch.manual_seed(seed)
+    return CliffNet(NetworkConfig(**cfg), CROP).eval()
+
+
+def _inputs(batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, CROP, CROP, generator=gen), torch.randn(batch, 3, generator=gen) * 0.3
+
+
+def _assert_rotations(rotmat: torch.Tensor, atol: float = 1e-5) -> None:
+    eye = torch.eye(3).expand_as(rotmat)
+    assert torch.allclose(rotmat.transpose(-1, -2) @ rotmat, eye, atol=atol)
+    assert torch.allclose(torch.linalg.det(rotmat), torch.ones(rotmat.shape[:-2]), atol=atol)
+
+
+@pytest.mark.parametrize("use_bbox_info", [True, False])
+def test_output_shapes_and_valid_rotations(use_bbox_info):
+    net = _net(use_bbox_info=use_bbox_info)
+    img, info = _inputs(batch=3)
+    out = net(img, info if use_bbox_info else None)
+    assert out["rotmat"].shape == (3, 24, 3, 3)
+    assert out["pose_6d"].shape == (3, 144)
+    assert out["betas"].shape == (3, 10)
+    assert out["crop_cam"].shape == (3, 3)
+    assert all(v.dtype == torch.float32 for v in out.values())
+    _assert_rotations(out["rotmat"])
+    expected_in = 512 + (3 if use_bbox_info else 0) + 144 + 10 + 3
+    assert net.fc1.in_features == expected_in
+
+
+def test_bbox_info_is_used_and_required():
+    net = _net()
+    img, info = _inputs()
+    with pytest.raises(ValueError, match="bbox_info"):
+        net(img)
+    with pytest.raises(ValueError, match=r"bbox_info must be \(2, 3\)"):
+        net(img, info[:, :2])
+    a, b = net(img, info), net(img, info + 1.0)
+    assert not torch.allclose(a["crop_cam"], b["crop_cam"])
+
+
+def test_mean_parameters_are_upright_identity_pose():
+    mean = mean_parameters(num_betas=10)
+    from annotator.geometry.rotations import rot6d_to_matrix
+
+    rot = rot6d_to_matrix(mean["pose_6d"].reshape(24, 6))
+    assert torch.allclose(rot[0], torch.diag(torch.tensor([1.0, -1.0, -1.0])), atol=1e-6)  # 180 deg about x
+    assert torch.allclose(rot[1:], torch.eye(3).expand(23, 3, 3), atol=1e-6)
+    assert torch.equal(mean["betas"], torch.zeros(1, 10))
+    assert torch.allclose(mean["crop_cam"], torch.tensor([[MEAN_CAM_SCALE, 0.0, 0.0]]))
+
+
+def test_fresh_network_starts_near_the_mean():
+    """Small output init (OUTPUT_INIT_GAIN): the first prediction is close to the mean parameters."""
+    net = _net()
+    with torch.no_grad():
+        out = net(*_inputs())
+    mean = mean_parameters(10)
+    root_angle = torch.acos(((out["rotmat"][:, 0] * torch.diag(torch.tensor([1.0, -1.0, -1.0]))).sum((-1, -2)) - 1) / 2)
+    assert float(root_angle.max()) < math.radians(10)
+    assert float((out["crop_cam"] - mean["crop_cam"]).abs().max()) < 0.1
+    assert float(out["betas"].abs().max()) < 0.1
+
+
+def test_load_torchvision_backbone_state_dict(tmp_path):
+    torch.manual_seed(123)
+    resnet = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pt"
+    torch.save(resnet.state_dict(), path)  # includes the ImageNet fc head, which is ignored
+
+    net = _net(weights=str(path))
+    for name, value in resnet.state_dict().items():
+        if not name.startswith("fc."):
+            assert torch.equal(net.backbone.state_dict()[name], value), name
+
+
+def test_load_full_checkpoint_roundtrip(tmp_path):
+    net = _net(seed=5)
+    path = tmp_path / "ckpt.pt"
+    # Wrapped like a training checkpoint and prefixed like a DDP module.
+    torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}, path)
+    other = _net(seed=6)
+    assert load_weights(other, str(path)) == "full"
+    img, info = _inputs()
+    assert torch.equal(net(img, info)["rotmat"], other(img, info)["rotmat"])
+
+
+def test_bad_weights_give_clear_errors(tmp_path):
+    deeper = tmp_path / "resnet34.pt"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), deeper)
+    with pytest.raises(WeightsError, match=r"resnet34\.pt.*resnet18.*unexpected keys: layer1\.2\."):
+        _net(weights=str(deeper))
+
+    no_bbox = tmp_path / "nobbox.pt"
+    torch.save(_net(use_bbox_info=False).state_dict(), no_bbox)
+    with pytest.raises(WeightsError, match=r"shape mismatch: fc1\.weight \(1024, 669\) != \(1024, 672\)"):
+        load_weights(_net(), str(no_bbox))
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="junk.pt: not a torch weights file"):
+        load_weights(_net(), str(junk))
+    with pytest.raises(WeightsError, match="missing.pt: network weights file not found"):
+        load_weights(_net(), str(tmp_path / "missing.pt"))
+
+
+def test_bf16_autocast_channels_last_returns_float32_rotations():
+    net = _net().to(memory_format=torch.channels_last)
+    img, info = _inputs()
+    with torch.no_grad():
+        reference = net(img, info)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out = net(img.contiguous(memory_format=torch.channels_last), info)
+    assert out["rotmat"].dtype == torch.float32
+    assert out["crop_cam"].dtype == torch.float32
+    _assert_rotations(out["rotmat"])
+    # bf16 has ~3 significant digits; the result must still be the same network's answer.
+    assert float((out["crop_cam"] - reference["crop_cam"]).abs().max()) < 0.05
