@@ -12,6 +12,9 @@ import sys
 # Modules that register sub-commands (imported lazily so `annotator --help` is fast).
 COMMAND_MODULES = [
     "annotator.body.cli",
+    "annotator.data.cli",
+    "annotator.data.synth.cli",
+    "annotator.data.export",
 ]
 
 

@@ -81,6 +81,8 @@ class DatasetConfig(Strict):
     synth: SynthConfig | None = None
     focal_length: float | None = Field(None, gt=0)
     """Known focal length in px for every image of the set (else per-row or sqrt(w^2+h^2))."""
+    optional: bool = False
+    """Skip this dataset (with a warning) when its annotation file does not exist."""
 
     @model_validator(mode="after")
     def _check_sources(self) -> "DatasetConfig":
@@ -151,6 +153,24 @@ class PoseSpaceConfig(Strict):
     lr: float = Field(1e-3, gt=0)
 
 
+class SmplifyConfig(Strict):
+    """The per-sample optimisation baseline (``method: smplify``; SPIN's SMPLify in batch)."""
+
+    init: Literal["prior", "mean"] = "prior"
+    """Start from the pretrained network's predictions (as SPIN does in the loop) or the mean pose."""
+    camera_iters: int = Field(30, ge=0)
+    """Stage 1: camera translation + global orientation from the torso joints."""
+    body_iters: int = Field(100, ge=0)
+    """Stage 2: pose, shape, orientation, translation on all joints."""
+    lr: float = Field(1e-2, gt=0)
+    batch_size: int = Field(256, ge=1)
+    sigma_px: float = Field(100.0, gt=0)
+    """Geman-McClure robustifier scale in pixels (SPIN: 100)."""
+    pose_prior_weight: float = Field(4.78, ge=0)
+    angle_prior_weight: float = Field(15.2, ge=0)
+    shape_prior_weight: float = Field(5.0, ge=0)
+
+
 class RayConfig(Strict):
     address: str | None = None
     """Cluster address; default ``$RAY_ADDRESS`` or a local Ray."""
@@ -176,6 +196,7 @@ class JobConfig(Strict):
     network: NetworkConfig = NetworkConfig()
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
     pose_prior: PoseSpaceConfig = PoseSpaceConfig()
+    smplify: SmplifyConfig = SmplifyConfig()
     pretrain: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
     finetune: TrainConfig = TrainConfig(epochs=3, lr=5e-5)
     ray: RayConfig = RayConfig()

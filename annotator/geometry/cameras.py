@@ -84,16 +84,18 @@ def perspective_projection(
     return x[..., :2] / z * fxy[:, None, :] + principal_point[:, None, :]
 
 
-def bbox_info(center: Tensor, box_size: Tensor, focal: Tensor, image_size: Tensor) -> Tensor:
+def bbox_info(center: Tensor, box_size: Tensor, focal: Tensor, image_size: Tensor,
+              principal_point: Tensor | None = None) -> Tensor:
     """CLIFF Eq. 5: ``(B, 3) = [c_x / f, c_y / f, b / f]``.
 
     ``center`` ``(B, 2)`` px and ``box_size`` ``(B,)`` px describe the square person box;
-    ``(c_x, c_y) = center - image_size / 2`` (principal point at the image centre);
+    ``(c_x, c_y) = center - principal_point`` (default: the image centre ``image_size / 2``,
+    as in the paper), the same reference :func:`cam_crop_to_full` uses;
     ``image_size`` is ``(B, 2)`` as ``(w, h)``. No further normalisation is applied
     (the CLIFF reference code rescales these terms by empirical constants; here the
     network's first layer learns any scaling).
     """
-    c = center - image_size / 2.0
+    c = center - (image_size / 2.0 if principal_point is None else principal_point)
     f = focal[:, None]
     return torch.cat([c / f, box_size[:, None] / f], dim=-1)
 
