@@ -219,6 +219,28 @@ class JobConfig(Strict):
     def run_root(self) -> str:
         return self.storage.root.rstrip("/") + "/" + self.name
 
+    def with_absolute_paths(self, base: str | None = None) -> "JobConfig":
+        """A copy whose relative local paths are made absolute against ``base`` (default: cwd).
+
+        Ray workers do not share the driver's working directory, so every local path a
+        step hands to them must be absolute; URLs (``s3://``) are left as they are."""
+        base = base or os.getcwd()
+
+        def fix(p: str | None) -> str | None:
+            if p is None or "://" in p:
+                return p
+            return os.path.normpath(os.path.join(base, os.path.expanduser(p)))
+
+        data = self.model_dump()
+        data["storage"]["root"] = fix(data["storage"]["root"])
+        for key in ("path", "cache_dir"):
+            data["body_model"][key] = fix(data["body_model"][key])
+        data["network"]["weights"] = fix(data["network"]["weights"])
+        data["pose_prior"]["checkpoint"] = fix(data["pose_prior"]["checkpoint"])
+        for d in data["datasets"]:
+            d["path"], d["images"] = fix(d["path"]), fix(d["images"])
+        return JobConfig.model_validate(data)
+
 
 class ConfigError(ValueError):
     """A job file is unreadable or invalid; the message names the file and the key."""
@@ -295,4 +317,4 @@ def load_job(path: str | os.PathLike, overrides: list[str] | None = None) -> Job
         raise ConfigError(f"{path}: a job file must be a mapping at the top level")
     for assignment in overrides or []:
         apply_override(data, assignment)
-    return parse_job(data, source=path)
+    return parse_job(data, source=path).with_absolute_paths()

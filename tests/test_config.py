@@ -44,7 +44,7 @@ def test_overrides_by_path_and_dataset_name(tmp_path):
     cfg = load_job(p, ["finetune.epochs=7", "storage.root=s3://bucket/x", "datasets.w.path=b.json", "crop.size=128"])
     assert cfg.finetune.epochs == 7 and cfg.crop.size == 128
     assert cfg.storage.root == "s3://bucket/x" and cfg.run_root == "s3://bucket/x/t"
-    assert cfg.datasets[0].path == "b.json"
+    assert cfg.datasets[0].path.endswith("/b.json")
     with pytest.raises(ConfigError, match="ray.bogus: unknown key"):
         load_job(p, ["ray.bogus=1"])
 
@@ -62,3 +62,15 @@ def test_missing_and_malformed_job_files(tmp_path):
 def test_shipped_jobs_validate(job):
     cfg = load_job(job)
     assert cfg.datasets_with_role("target"), "every shipped job annotates at least one target dataset"
+
+
+def test_relative_local_paths_become_absolute_urls_stay(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    job = dict(MINIMAL, storage={"root": "./runs"}, network={"weights": "s3://b/w.pth"})
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    cfg = load_job("job.yaml")
+    assert cfg.storage.root == str(tmp_path / "runs")
+    assert cfg.datasets[0].path == str(tmp_path / "a.json")
+    assert cfg.network.weights == "s3://b/w.pth"

@@ -1,0 +1,147 @@
+"""What every pipeline step shares: the run layout, state records, progress logging.
+
+A step is a plain function ``run(ctx) -> dict`` (its outputs summary). The pipeline
+(:mod:`annotator.run`) calls the steps in order; Ray is used *inside* a step as its
+executor (Ray Data for inference, Ray Train for training), never by the math itself.
+
+Resumability: after a step completes, a state record ``state/<step>.json`` is written
+with the step's *fingerprint* - a hash of the configuration the step depends on and of
+the fingerprints of the steps before it. A rerun skips a step whose record exists with
+the same fingerprint; a changed setting reruns that step and everything after it.
+Inside a step, work is committed per shard with deterministic file names, so a step
+interrupted half-way redoes only the missing shards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from annotator import storage
+from annotator.config import JobConfig
+
+log = logging.getLogger("annotator")
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run: ``<storage root>/<job name>/...`` (the output contract)."""
+
+    root: str
+
+    def manifest(self, dataset: str) -> str:
+        return storage.join(self.root, "manifest", dataset)
+
+    def rejects(self, dataset: str) -> str:
+        return storage.join(self.root, "rejects", dataset)
+
+    def synth(self, dataset: str) -> str:
+        return storage.join(self.root, "synth", dataset)
+
+    def checkpoints(self, step: str = "") -> str:
+        return storage.join(self.root, "checkpoints", step) if step else storage.join(self.root, "checkpoints")
+
+    def prior(self, dataset: str) -> str:
+        return storage.join(self.root, "prior", dataset)
+
+    def pseudo_gt(self, dataset: str) -> str:
+        return storage.join(self.root, "pseudo_gt", dataset)
+
+    def reports(self) -> str:
+        return storage.join(self.root, "reports")
+
+    def state(self, step: str) -> str:
+        return storage.join(self.root, "state", f"{step}.json")
+
+    def body_model(self) -> str:
+        return storage.join(self.root, "body_model", "smpl", "SMPL_NEUTRAL.pkl")
+
+
+@dataclass
+class StepContext:
+    cfg: JobConfig
+    layout: RunLayout
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def datasets(self, role: str):
+        """The job's datasets of ``role`` that the manifest step produced (optional ones may be absent)."""
+        made = self.result("manifest")["datasets"]
+        return [d for d in self.cfg.datasets_with_role(role) if d.name in made]
+
+    def result(self, step: str) -> dict:
+        """Outputs summary of an earlier step (from this run or its state record)."""
+        if step not in self.results:
+            rec = read_state(self.layout, step)
+            if rec is None:
+                raise RuntimeError(f"step '{step}' has not completed in {storage.redact(self.layout.root)}")
+            self.results[step] = rec["outputs"]
+        return self.results[step]
+
+
+def fingerprint(payload: Any, upstream: list[str]) -> str:
+    blob = json.dumps({"payload": payload, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_state(layout: RunLayout, step: str) -> dict | None:
+    path = layout.state(step)
+    if not storage.exists(path):
+        return None
+    rec = storage.read_json(path)
+    if rec.get("version") != STATE_VERSION:
+        return None
+    return rec
+
+
+def write_state(layout: RunLayout, step: str, fp: str, outputs: dict, seconds: float) -> None:
+    storage.write_json_atomic(
+        layout.state(step),
+        {"version": STATE_VERSION, "step": step, "fingerprint": fp, "outputs": outputs,
+         "seconds": round(seconds, 3), "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+
+
+class Progress:
+    """Driver-log progress for one unit of work: done / total, rate, ETA (throttled)."""
+
+    def __init__(self, label: str, total: int, unit: str = "instances", every_s: float = 5.0):
+        self.label, self.total, self.unit, self.every_s = label, max(int(total), 0), unit, every_s
+        self.done = 0
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def update(self, n: int, force: bool = False) -> None:
+        self.done += int(n)
+        now = time.monotonic()
+        if force or now - self._last >= self.every_s or self.done >= self.total:
+            self._last = now
+            log.info("%s", self.line())
+
+    def line(self) -> str:
+        el = max(time.monotonic() - self.t0, 1e-9)
+        rate = self.done / el
+        left = (self.total - self.done) / rate if rate > 0 and self.total else float("nan")
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        eta = f"{left:6.0f}s" if left == left else "     ?"
+        return f"[{self.label}] {self.done}/{self.total} {self.unit} ({pct:5.1f}%) {rate:7.1f}/s ETA {eta}"
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger("annotator")
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stdout)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,269 @@
+"""Steps ``predict-prior`` and ``reinfer``: batch inference on Ray Data.
+
+Pipeline per target dataset (Ray's batch-inference pattern)::
+
+    read_parquet(manifest shards)                      # streamed, never materialised
+      .map_batches(decode_batch)                       # CPU tasks: image decode + CLIFF crop
+      .map_batches(Predictor, ActorPoolStrategy(n))    # model loaded once per actor (__init__)
+      -> driver commits one output file per manifest shard
+
+The driver writes ``<out>/<dataset>/part-NNNNN.parquet`` for manifest shard
+``part-NNNNN.parquet`` once all of that shard's rows have arrived (atomic write), so file
+names are deterministic, a rerun skips finished shards, and every manifest row ends up
+exactly once: in the output, or - when its image cannot be read at inference time - in
+``rejects/<dataset>/<step>-part-NNNNN.parquet`` with the reason.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from annotator import storage
+from annotator.config import JobConfig
+from annotator.data.pseudo_gt import PARAM_WIDTHS, to_table
+from annotator.steps.base import Progress, StepContext
+
+log = logging.getLogger("annotator")
+
+PASS_THROUGH = ("sample_id", "dataset", "image_path", "source", "path")
+
+
+class Predictor:
+    """Ray Data actor: loads the body model and network once, predicts a batch of crops."""
+
+    def __init__(self, job_json: str, weights: str, body_model_path: str | None, method: str, checkpoint_id: str):
+        from annotator.body import load_body_model
+        from annotator.steps.runtime import load_network, pick_device, run_body_model_config
+
+        self.cfg = JobConfig.model_validate_json(job_json)
+        self.device = pick_device(self.cfg)
+        self.body = load_body_model(run_body_model_config(self.cfg, body_model_path), device=self.device)
+        self.net = load_network(self.cfg, weights, self.device).eval()
+        self.method = method
+        self.checkpoint_id = checkpoint_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from annotator.data.batching import TRAIN_CONVENTION, stack_list_column, to_model_batch
+        from annotator.model.outputs import decode
+        from annotator.steps.runtime import autocast
+
+        n = len(batch["sample_id"])
+        ok = np.asarray(batch["ok"], dtype=bool)
+        out: dict[str, np.ndarray] = {k: np.asarray(batch[k]) for k in PASS_THROUGH if k in batch}
+        out["ok"], out["error"], out["reason"] = ok, np.asarray(batch["error"], dtype=object), np.asarray(batch["reason"], dtype=object)
+        for name, width in PARAM_WIDTHS.items():
+            out[name] = np.full((n, width), np.nan, np.float32)
+        out["bbox"] = stack_list_column(batch["bbox"], 4)[0]
+        out["image_width"] = np.asarray(batch["image_width"], np.int32)
+        out["image_height"] = np.asarray(batch["image_height"], np.int32)
+        out["focal_length"] = np.full(n, np.nan, np.float32)
+        out["principal_point"] = np.full((n, 2), np.nan, np.float32)
+        out["err2d_px"] = np.full(n, np.nan, np.float32)
+        out["err2d_norm"] = np.full(n, np.nan, np.float32)
+        kp_out = None
+        if ok.any():
+            sub = {k: v[ok] for k, v in batch.items()}
+            mb = to_model_batch(sub, self.device)
+            with torch.inference_mode(), autocast(self.cfg, self.device):
+                pred = self.net(mb["img"], mb["bbox_info"])
+            with torch.inference_mode():
+                dec = decode({k: v.float() for k, v in pred.items()}, mb, self.body, convention=TRAIN_CONVENTION)
+            kp2d = dec["keypoints_2d"].float()
+            conf = mb["keypoints_2d"][..., 2]
+            dist = torch.linalg.norm(kp2d - mb["keypoints_2d"][..., :2], dim=-1)
+            err_px = (dist * conf).sum(1) / conf.sum(1).clamp_min(1e-9)
+            err_px = torch.where(conf.sum(1) > 0, err_px, torch.full_like(err_px, float("nan")))
+            params = {"global_orient": dec["global_orient"], "body_pose": dec["body_pose"], "betas": dec["betas"],
+                      "transl": dec["transl"], "crop_cam": pred["crop_cam"]}
+            for name, val in params.items():
+                out[name][ok] = val.float().cpu().numpy()
+            out["focal_length"][ok] = mb["focal"].cpu().numpy()
+            out["principal_point"][ok] = mb["principal_point"].cpu().numpy()
+            out["err2d_px"][ok] = err_px.cpu().numpy()
+            out["err2d_norm"][ok] = (err_px / mb["box_size"]).cpu().numpy()
+            kp_out = np.full((n, kp2d.shape[1] * 2), np.nan, np.float32)
+            kp_out[ok] = kp2d.reshape(len(kp2d), -1).cpu().numpy()
+        out["keypoints_2d"] = kp_out if kp_out is not None else np.full((n, 34), np.nan, np.float32)
+        out["keypoint_convention"] = np.full(n, TRAIN_CONVENTION, dtype=object)
+        out["method"] = np.full(n, self.method, dtype=object)
+        out["checkpoint_id"] = np.full(n, self.checkpoint_id, dtype=object)
+        out["body_model_id"] = np.full(n, self.body.model_id, dtype=object)
+        out["body_model_checksum"] = np.full(n, self.body.checksum, dtype=object)
+        return out
+
+
+PRIOR_SOURCE_COLUMNS = {"prior_global_orient": "global_orient", "prior_body_pose": "body_pose",
+                        "prior_betas": "betas"}
+
+
+@functools.lru_cache(maxsize=4)
+def _prior_shard(path: str) -> tuple[pd.Index, dict[str, np.ndarray]]:
+    """One prior shard: sample_id index + stacked parameter arrays (cached per worker)."""
+    if not storage.exists(path):
+        return pd.Index([], dtype=object), {}
+    fs, p = storage.pyarrow_filesystem(path)
+    t = pq.read_table(p, filesystem=fs, columns=["sample_id", *PRIOR_SOURCE_COLUMNS.values()])
+    arrays = {c: np.stack(t[c].to_numpy(zero_copy_only=False)).astype(np.float32) for c in PRIOR_SOURCE_COLUMNS.values()}
+    return pd.Index(t["sample_id"].to_pylist()), arrays
+
+
+def attach_prior(batch: dict[str, np.ndarray], prior_dirs: dict[str, str]) -> dict[str, np.ndarray]:
+    """Ray Data stage for finetune: adds the stored prior predictions to manifest rows.
+
+    Prior shard ``prior/<dataset>/part-N`` holds the predictions for manifest shard
+    ``part-N`` (same file name); rows without a prior (rejected at predict-prior) get
+    ``has_prior = False``."""
+    n = len(batch["sample_id"])
+    out = dict(batch)
+    for col, src in PRIOR_SOURCE_COLUMNS.items():
+        out[col] = np.zeros((n, PARAM_WIDTHS[src]), np.float32)
+    has = np.zeros(n, dtype=bool)
+    keys = pd.Series([f"{d}\0{os.path.basename(str(p))}" for d, p in zip(batch["dataset"], batch["path"])])
+    for key, rows in keys.groupby(keys).groups.items():
+        dataset, shard = key.split("\0")
+        index, arrays = _prior_shard(storage.join(prior_dirs[dataset], shard))
+        rows = np.asarray(rows)
+        pos = index.get_indexer(np.asarray(batch["sample_id"])[rows].astype(str)) if len(index) else np.full(len(rows), -1)
+        hit = pos >= 0
+        has[rows[hit]] = True
+        for col, src in PRIOR_SOURCE_COLUMNS.items():
+            out[col][rows[hit]] = arrays[src][pos[hit]]
+    out["has_prior"] = has
+    return out
+
+
+def _shard_rows(shards: list[str]) -> dict[str, int]:
+    counts = {}
+    for s in shards:
+        fs, p = storage.pyarrow_filesystem(s)
+        counts[storage.filesystem(s)[1]] = pq.ParquetFile(p, filesystem=fs).metadata.num_rows
+    return counts
+
+
+def infer_dataset(ctx: StepContext, step: str, dataset: str, shards: list[str], weights: str, out_dir: str,
+                  method: str) -> dict:
+    """Run the network over every row of a dataset's manifest shards; commit per shard."""
+    from ray.data import ActorPoolStrategy
+
+    from annotator.data.batching import decode_batch
+    from annotator.steps.runtime import read_manifest_dataset
+
+    cfg = ctx.cfg
+    pending = [s for s in shards if not storage.exists(storage.join(out_dir, os.path.basename(s)))]
+    expected = _shard_rows(shards)
+    total = sum(expected.values())
+    done_before = total - sum(expected[storage.filesystem(s)[1]] for s in pending)
+    progress = Progress(f"{step}:{dataset}", total)
+    progress.update(done_before, force=True)
+    rejected = 0
+    if pending:
+        body_path = ctx.result("manifest")["body_model_path"]
+        checkpoint_id = _checkpoint_id(weights)
+        ds = read_manifest_dataset(pending)
+        ds = ds.map_batches(decode_batch, fn_kwargs={"crop": cfg.crop}, batch_size=cfg.ray.inference_batch_size,
+                            batch_format="numpy", num_cpus=cfg.ray.decode_cpus)
+        ds = ds.map_batches(
+            Predictor,
+            fn_constructor_kwargs={"job_json": cfg.model_dump_json(), "weights": weights,
+                                   "body_model_path": body_path, "method": method, "checkpoint_id": checkpoint_id},
+            compute=ActorPoolStrategy(size=cfg.ray.inference_actors),
+            batch_size=cfg.ray.inference_batch_size, batch_format="numpy",
+            num_gpus=cfg.ray.gpus_per_actor or None, num_cpus=0 if cfg.ray.gpus_per_actor else 1,
+        )
+        buffers: dict[str, list[dict]] = defaultdict(list)
+        got: dict[str, int] = defaultdict(int)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            by_shard = defaultdict(list)
+            for i, p in enumerate(batch["path"]):
+                by_shard[str(p)].append(i)
+            for p, idx in by_shard.items():
+                idx = np.asarray(idx)
+                buffers[p].append({k: np.asarray(v)[idx] for k, v in batch.items()})
+                got[p] += len(idx)
+                progress.update(len(idx))
+                if got[p] == expected[p]:
+                    rejected += _commit_shard(step, dataset, p, buffers.pop(p), out_dir, ctx.layout.rejects(dataset))
+        missing = [p for p in buffers if got[p] != expected[p]]
+        if missing:
+            raise RuntimeError(f"{step}:{dataset}: rows lost for shards {missing}")
+    rows = 0
+    for s in shards:
+        fs, p = storage.pyarrow_filesystem(storage.join(out_dir, os.path.basename(s)))
+        rows += pq.ParquetFile(p, filesystem=fs).metadata.num_rows
+    rejects = 0
+    for s in shards:
+        rp = storage.join(ctx.layout.rejects(dataset), f"{step}-{os.path.basename(s)}")
+        if storage.exists(rp):
+            fs, p = storage.pyarrow_filesystem(rp)
+            rejects += pq.ParquetFile(p, filesystem=fs).metadata.num_rows
+    if rows + rejects != total:
+        raise RuntimeError(f"{step}:{dataset}: {rows} output rows + {rejects} rejects != {total} manifest rows")
+    return {"rows": rows, "rejects": rejects, "manifest_rows": total, "out_dir": out_dir,
+            "seconds": round(progress.seconds, 2), "instances_per_s": round(max(total - done_before, 0) / max(progress.seconds, 1e-9), 2)}
+
+
+def _checkpoint_id(weights: str) -> str:
+    import hashlib
+
+    return os.path.basename(os.path.dirname(weights)) + ":" + hashlib.sha256(storage.read_bytes(weights)).hexdigest()[:12]
+
+
+def _commit_shard(step: str, dataset: str, shard_path: str, parts: list[dict], out_dir: str, rejects_dir: str) -> int:
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(cols["sample_id"].astype(str), kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    ok = cols["ok"].astype(bool)
+    name = os.path.basename(shard_path)
+    n_bad = int((~ok).sum())
+    rpath = storage.join(rejects_dir, f"{step}-{name}")
+    if n_bad:
+        bad = np.nonzero(~ok)[0]
+        from annotator.data.manifest import rejects_table
+
+        table = rejects_table([str(cols["sample_id"][i]) for i in bad], dataset,
+                              [str(cols["reason"][i]) for i in bad],
+                              [f"{step}: {cols['error'][i]}" for i in bad],
+                              [str(cols.get("source", cols["image_path"])[i]) for i in bad])
+        _write_table(table, rpath)
+    elif storage.exists(rpath):
+        storage.remove(rpath)
+    good = {k: v[ok] for k, v in cols.items()}
+    _write_table(to_table(good), storage.join(out_dir, name))
+    return n_bad
+
+
+def _write_table(table: pa.Table, path: str) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes_atomic(path, sink.getvalue().to_pybytes())
+
+
+def run_inference(ctx: StepContext, step: str) -> dict:
+    cfg = ctx.cfg
+    if step == "predict-prior":
+        weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.prior, "prior"
+    elif cfg.method == "prior":  # ablation: the pretrained network's predictions are the pseudo-GT
+        weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.pseudo_gt, "prior"
+    else:
+        weights, out_of, method = ctx.result("finetune")["weights"], ctx.layout.pseudo_gt, cfg.method
+    manifest = ctx.result("manifest")["datasets"]
+    out = {}
+    for d in ctx.datasets("target"):
+        out[d.name] = infer_dataset(ctx, step, d.name, manifest[d.name]["shards"], weights, out_of(d.name), method)
+    return {"datasets": out, "weights": weights, "method": method}
+
+
+def run_predict_prior(ctx: StepContext) -> dict:
+    return run_inference(ctx, "predict-prior")
+
+
+def run_reinfer(ctx: StepContext) -> dict:
+    return run_inference(ctx, "reinfer")

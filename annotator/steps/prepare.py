@@ -1,0 +1,132 @@
+"""Steps ``manifest`` and ``train-prior``.
+
+``manifest``: makes the run's body model file (built once, copied into the run so every
+Ray worker on every node loads the same bytes), generates the synthetic datasets of the
+job (``format: synth``) in their real formats, and runs the dataset adapters into
+manifest shards + rejects - one Ray task per dataset.
+
+``train-prior``: fits the VPoser-v2-compatible pose prior to the SMPL body poses of the
+``aux3d`` manifests, or takes an official checkpoint given by ``pose_prior.checkpoint``.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from annotator import storage
+from annotator.config import DatasetConfig, JobConfig
+from annotator.steps.base import StepContext
+
+log = logging.getLogger("annotator")
+
+def _manifest_task(job_json: str, ds_json: str, synth_dir: str, manifest_dir: str, rejects_dir: str,
+                   body_model_path: str) -> dict:
+    from annotator.data import build_manifest
+
+    cfg = JobConfig.model_validate_json(job_json)
+    ds = DatasetConfig.model_validate_json(ds_json)
+    synth = None
+    if ds.format == "synth":
+        from annotator.data.synth import generate
+
+        body_cfg = cfg.body_model.model_copy(update={"path": body_model_path})
+        synth = generate(domain=ds.synth.domain, num_images=ds.synth.num_images, seed=ds.synth.seed,
+                         out_dir=synth_dir, body_cfg=body_cfg, image_size=ds.synth.image_size)
+        ds = ds.model_copy(update={"format": synth.format, "path": synth.annotations,
+                                   "images": synth.images})
+    info = build_manifest(ds, cfg.manifest, manifest_dir, rejects_dir)
+    out = {"shards": [storage.join(manifest_dir, s) for s in info.shards], "rows": info.num_rows, "rejects": info.rejects_count, "input": info.input_count,
+           "format": ds.format}
+    if synth is not None:
+        out["ground_truth"] = synth.ground_truth
+    return out
+
+
+def _body_model_file(cfg: JobConfig) -> str:
+    if cfg.body_model.kind == "open" and not cfg.body_model.path:
+        from annotator.body.open_model import ensure_open_model
+
+        return ensure_open_model(cfg.body_model.cache_dir)
+    return cfg.body_model.path
+
+
+def run_manifest(ctx: StepContext) -> dict:
+    import ray
+
+    from annotator.body import load_body_model
+
+    cfg = ctx.cfg
+    body = load_body_model(cfg.body_model)  # builds the open model on first use (cached)
+    body_path = ctx.layout.body_model()
+    storage.write_bytes_atomic(body_path, storage.read_bytes(_body_model_file(cfg)))
+    log.info("[manifest] body model %s (sha256 %s) -> %s", body.model_id, body.checksum[:12], storage.redact(body_path))
+
+    task = ray.remote(num_cpus=1)(_manifest_task)
+    present = []
+    for d in cfg.datasets:
+        if d.optional and d.path and not storage.exists(d.path):
+            log.warning("[manifest] %s: optional dataset skipped: %s does not exist", d.name, storage.redact(d.path))
+        else:
+            present.append(d)
+    refs = {
+        d.name: task.remote(cfg.model_dump_json(), d.model_dump_json(), ctx.layout.synth(d.name),
+                            ctx.layout.manifest(d.name), ctx.layout.rejects(d.name), body_path)
+        for d in present
+    }
+    datasets = {}
+    for name, ref in refs.items():
+        datasets[name] = ray.get(ref)
+        r = datasets[name]
+        log.info("[manifest] %s: %d input instances -> %d rows in %d shards + %d rejects",
+                 name, r["input"], r["rows"], len(r["shards"]), r["rejects"])
+    return {"datasets": datasets, "body_model_path": body_path, "body_model_id": body.model_id,
+            "body_model_checksum": body.checksum}
+
+
+def _collect_body_poses(shards: list[str]) -> np.ndarray:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    poses = []
+    for s in shards:
+        fs, p = storage.pyarrow_filesystem(s)
+        t = pq.read_table(p, filesystem=fs, columns=["smpl_body_pose", "has_smpl"])
+        t = t.filter(pc.equal(t["has_smpl"], True))
+        if t.num_rows:
+            poses.append(np.stack(t["smpl_body_pose"].to_numpy(zero_copy_only=False)).astype(np.float32))
+    return np.concatenate(poses) if poses else np.zeros((0, 69), np.float32)
+
+
+def _train_prior_task(job_json: str, shards: list[str], out_path: str) -> dict:
+    import torch
+
+    from annotator.body.prior import save_vposer, train_vposer
+
+    cfg = JobConfig.model_validate_json(job_json)
+    poses = _collect_body_poses(shards)
+    if len(poses) == 0:
+        raise RuntimeError("train-prior: no SMPL body poses in the aux3d manifests "
+                           "(give pose_prior.checkpoint, or an aux3d dataset with SMPL parameters)")
+    pc = cfg.pose_prior
+    model, history = train_vposer(torch.from_numpy(poses[:, :63]), epochs=pc.epochs, batch_size=pc.batch_size,
+                                  lr=pc.lr, seed=0)
+    save_vposer(model, out_path)
+    return {"poses": int(len(poses)), "final_loss": float(history["loss"][-1]) if history.get("loss") else None}
+
+
+def run_train_prior(ctx: StepContext) -> dict:
+    import ray
+
+    cfg = ctx.cfg
+    if cfg.pose_prior.checkpoint:
+        from annotator.body.prior import load_vposer
+
+        load_vposer(cfg.pose_prior.checkpoint)  # validate now, not in the middle of finetune
+        return {"vposer": cfg.pose_prior.checkpoint, "trained": False}
+    manifest = ctx.result("manifest")["datasets"]
+    shards = [s for d in ctx.datasets("aux3d") for s in manifest[d.name]["shards"]]
+    out_path = storage.join(ctx.layout.checkpoints("train-prior"), "vposer.pt")
+    info = ray.get(ray.remote(num_cpus=1)(_train_prior_task).remote(cfg.model_dump_json(), shards, out_path))
+    log.info("[train-prior] VPoser fitted to %d aux3d poses (final loss %s)", info["poses"], info["final_loss"])
+    return {"vposer": out_path, "trained": True, **info}

@@ -1,0 +1,19 @@
+"""Step ``report``: error reports of the run (see :mod:`annotator.evaluation.reports`)."""
+from __future__ import annotations
+
+import logging
+
+from annotator.steps.base import StepContext
+
+log = logging.getLogger("annotator")
+
+
+def run_report(ctx: StepContext) -> dict:
+    from annotator.body import load_body_model
+    from annotator.evaluation.reports import build_reports
+
+    manifest = ctx.result("manifest")
+    body = load_body_model(ctx.cfg.body_model.model_copy(update={"path": manifest["body_model_path"]}))
+    summary = build_reports(ctx.layout, ctx.cfg, manifest, body)
+    log.info("[report] %s", summary["headline"])
+    return {"summary": summary, "headline": summary["headline"]}

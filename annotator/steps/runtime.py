@@ -1,0 +1,70 @@
+"""Runtime helpers shared by the Ray-executed steps: device choice, model/body loading,
+and the Ray Data reader of manifest shards. The math lives in annotator.model/geometry."""
+from __future__ import annotations
+
+import io
+import os
+
+import torch
+
+from annotator import storage
+from annotator.config import BodyModelConfig, JobConfig
+
+
+def pick_device(cfg: JobConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda requested but no CUDA device is visible to this worker")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast(cfg: JobConfig, device: torch.device):
+    """AMP on CUDA (bf16 where supported, else fp16); a no-op context on CPU."""
+    enabled = cfg.amp and device.type == "cuda"
+    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+def run_body_model_config(cfg: JobConfig, body_model_path: str | None) -> BodyModelConfig:
+    """The body model every worker loads: the run's own copy (same file on every node)."""
+    if body_model_path is None:
+        return cfg.body_model
+    return cfg.body_model.model_copy(update={"path": body_model_path})
+
+
+def load_network(cfg: JobConfig, weights_path: str | None, device: torch.device):
+    """A CliffNet with weights from a checkpoint file written by a training step."""
+    from annotator.model import CliffNet, load_weights
+
+    net = CliffNet(cfg.network, cfg.crop.size, num_betas=cfg.body_model.num_betas)
+    if weights_path:
+        load_weights(net, weights_path)
+    net = net.to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def save_torch(obj, path: str) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    storage.write_bytes_atomic(path, buf.getvalue())
+
+
+def load_torch(path: str):
+    return torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
+
+
+def read_manifest_dataset(shards: list[str], include_paths: bool = True):
+    """Ray Dataset over manifest shard files (streamed; nothing is materialised)."""
+    import ray.data
+
+    fs, _ = storage.pyarrow_filesystem(shards[0])
+    paths = [storage.filesystem(s)[1] for s in shards]
+    return ray.data.read_parquet(paths, filesystem=fs, include_paths=include_paths,
+                                 override_num_blocks=max(1, len(paths)))
+
+
+def shard_name(path: str) -> str:
+    return os.path.basename(str(path))
