@@ -61,8 +61,11 @@ def init_ray(cfg: JobConfig) -> None:
 
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
+        # Workers log warnings and errors only: the driver prints the job's own progress lines.
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+                 logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
                  runtime_env={"env_vars": _worker_env()} if not address else None)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO/plan lines would drown the job's own
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True
@@ -98,6 +101,8 @@ def run_job(cfg: JobConfig, force: list[str] | None = None) -> dict:
             summary[step] = {"status": "skipped (done)", "seconds": 0.0, "outputs": rec["outputs"]}
             log.info("[%s] already complete (state %s) - skipped", step, fp)
             continue
+        if invalidated or step in (force or []):
+            ctx.restart.add(step)  # its partial outputs are stale: start from scratch
         invalidated = True  # everything after a re-run step is re-run too
         log.info("[%s] starting", step)
         t0 = time.monotonic()
@@ -120,8 +125,8 @@ def _headline(step: str, out: dict) -> str:
     if step == "manifest":
         return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects" for n, d in out["datasets"].items())
     if step in ("predict-prior", "reinfer"):
-        return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects, {d['instances_per_s']}/s"
-                         for n, d in out["datasets"].items())
+        return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects" for n, d in out["datasets"].items()) \
+            + (f" ({out['instances_per_s']}/s)" if "instances_per_s" in out else "")
     if step in ("pretrain", "finetune"):
         m = out.get("metrics", {})
         return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}"

@@ -94,6 +94,11 @@ class BodyModel(torch.nn.Module):
         return self.smpl.parents
 
     @property
+    def skinning_weights(self) -> torch.Tensor:
+        """(V, 24) linear-blend-skinning weights (rows sum to 1)."""
+        return self.smpl.lbs_weights
+
+    @property
     def num_betas(self) -> int:
         return int(self.smpl.num_betas)
 

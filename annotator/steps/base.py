@@ -69,11 +69,29 @@ class StepContext:
     layout: RunLayout
     fingerprints: dict[str, str] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
+    restart: set[str] = field(default_factory=set)
+    """Steps that must start from scratch (forced, or an earlier step re-ran in this invocation)."""
 
     def datasets(self, role: str):
         """The job's datasets of ``role`` that the manifest step produced (optional ones may be absent)."""
         made = self.result("manifest")["datasets"]
         return [d for d in self.cfg.datasets_with_role(role) if d.name in made]
+
+    def fresh_output_dir(self, step: str, path: str, patterns: tuple[str, ...] = ("part-*",)) -> None:
+        """Make ``path`` hold only outputs of this step's current fingerprint.
+
+        Shards (or checkpoints) left by an interrupted run with the same fingerprint are
+        kept, so the step resumes; ones written under another configuration, or before an
+        upstream step was re-run, are deleted first, so stale rows can never survive."""
+        marker = storage.join(path, "_fingerprint.json")
+        fp = self.fingerprints[step]
+        if step not in self.restart and storage.exists(marker) and storage.read_json(marker).get("fingerprint") == fp:
+            return
+        fs, p = storage.filesystem(path)
+        for pattern in patterns:
+            for f in fs.glob(p.rstrip("/") + "/" + pattern):
+                fs.rm(f, recursive=True)
+        storage.write_json_atomic(marker, {"step": step, "fingerprint": fp})
 
     def result(self, step: str) -> dict:
         """Outputs summary of an earlier step (from this run or its state record)."""
@@ -111,9 +129,9 @@ def write_state(layout: RunLayout, step: str, fp: str, outputs: dict, seconds: f
 class Progress:
     """Driver-log progress for one unit of work: done / total, rate, ETA (throttled)."""
 
-    def __init__(self, label: str, total: int, unit: str = "instances", every_s: float = 5.0):
+    def __init__(self, label: str, total: int, unit: str = "instances", every_s: float = 5.0, already_done: int = 0):
         self.label, self.total, self.unit, self.every_s = label, max(int(total), 0), unit, every_s
-        self.done = 0
+        self.done = self.initial = int(already_done)  # work finished by an earlier run: not in the rate
         self.t0 = time.monotonic()
         self._last = 0.0
 
@@ -126,7 +144,7 @@ class Progress:
 
     def line(self) -> str:
         el = max(time.monotonic() - self.t0, 1e-9)
-        rate = self.done / el
+        rate = (self.done - self.initial) / el
         left = (self.total - self.done) / rate if rate > 0 and self.total else float("nan")
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = f"{left:6.0f}s" if left == left else "     ?"

@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 from collections import defaultdict
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -148,32 +149,36 @@ def _shard_rows(shards: list[str]) -> dict[str, int]:
     return counts
 
 
-def infer_dataset(ctx: StepContext, step: str, dataset: str, shards: list[str], weights: str, out_dir: str,
-                  method: str) -> dict:
-    """Run the network over every row of a dataset's manifest shards; commit per shard."""
+def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], weights: str,
+                   out_of: Callable[[str], str], method: str) -> dict:
+    """Run the network over every row of the datasets' manifest shards in ONE Ray Data
+    pipeline (one actor pool for all datasets); commit one output file per shard."""
     from ray.data import ActorPoolStrategy
 
     from annotator.data.batching import decode_batch
     from annotator.steps.runtime import read_manifest_dataset
 
     cfg = ctx.cfg
-    pending = [s for s in shards if not storage.exists(storage.join(out_dir, os.path.basename(s)))]
-    expected = _shard_rows(shards)
+    for name in shards:
+        ctx.fresh_output_dir(step, out_of(name))
+        ctx.fresh_output_dir(step, ctx.layout.rejects(name), patterns=(f"{step}-part-*",))
+    owner = {storage.filesystem(s)[1]: name for name, ss in shards.items() for s in ss}  # shard -> dataset
+    expected = _shard_rows([s for ss in shards.values() for s in ss])
+    pending = [s for name, ss in shards.items() for s in ss
+               if not storage.exists(storage.join(out_of(name), os.path.basename(s)))]
     total = sum(expected.values())
     done_before = total - sum(expected[storage.filesystem(s)[1]] for s in pending)
-    progress = Progress(f"{step}:{dataset}", total)
-    progress.update(done_before, force=True)
-    rejected = 0
+    progress = Progress(f"{step}:{'+'.join(shards)}", total, already_done=done_before)
+    progress.update(0, force=True)
     if pending:
         body_path = ctx.result("manifest")["body_model_path"]
-        checkpoint_id = _checkpoint_id(weights)
         ds = read_manifest_dataset(pending)
         ds = ds.map_batches(decode_batch, fn_kwargs={"crop": cfg.crop}, batch_size=cfg.ray.inference_batch_size,
                             batch_format="numpy", num_cpus=cfg.ray.decode_cpus)
         ds = ds.map_batches(
             Predictor,
-            fn_constructor_kwargs={"job_json": cfg.model_dump_json(), "weights": weights,
-                                   "body_model_path": body_path, "method": method, "checkpoint_id": checkpoint_id},
+            fn_constructor_kwargs={"job_json": cfg.model_dump_json(), "weights": weights, "body_model_path": body_path,
+                                   "method": method, "checkpoint_id": _checkpoint_id(weights)},
             compute=ActorPoolStrategy(size=cfg.ray.inference_actors),
             batch_size=cfg.ray.inference_batch_size, batch_format="numpy",
             num_gpus=cfg.ray.gpus_per_actor or None, num_cpus=0 if cfg.ray.gpus_per_actor else 1,
@@ -181,33 +186,35 @@ def infer_dataset(ctx: StepContext, step: str, dataset: str, shards: list[str], 
         buffers: dict[str, list[dict]] = defaultdict(list)
         got: dict[str, int] = defaultdict(int)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            by_shard = defaultdict(list)
-            for i, p in enumerate(batch["path"]):
-                by_shard[str(p)].append(i)
-            for p, idx in by_shard.items():
+            paths = pd.Series(np.asarray(batch["path"]).astype(str))
+            for p, idx in paths.groupby(paths).groups.items():
                 idx = np.asarray(idx)
                 buffers[p].append({k: np.asarray(v)[idx] for k, v in batch.items()})
                 got[p] += len(idx)
                 progress.update(len(idx))
                 if got[p] == expected[p]:
-                    rejected += _commit_shard(step, dataset, p, buffers.pop(p), out_dir, ctx.layout.rejects(dataset))
-        missing = [p for p in buffers if got[p] != expected[p]]
-        if missing:
-            raise RuntimeError(f"{step}:{dataset}: rows lost for shards {missing}")
-    rows = 0
-    for s in shards:
-        fs, p = storage.pyarrow_filesystem(storage.join(out_dir, os.path.basename(s)))
-        rows += pq.ParquetFile(p, filesystem=fs).metadata.num_rows
-    rejects = 0
-    for s in shards:
-        rp = storage.join(ctx.layout.rejects(dataset), f"{step}-{os.path.basename(s)}")
-        if storage.exists(rp):
-            fs, p = storage.pyarrow_filesystem(rp)
-            rejects += pq.ParquetFile(p, filesystem=fs).metadata.num_rows
-    if rows + rejects != total:
-        raise RuntimeError(f"{step}:{dataset}: {rows} output rows + {rejects} rejects != {total} manifest rows")
-    return {"rows": rows, "rejects": rejects, "manifest_rows": total, "out_dir": out_dir,
-            "seconds": round(progress.seconds, 2), "instances_per_s": round(max(total - done_before, 0) / max(progress.seconds, 1e-9), 2)}
+                    name = owner[p]
+                    _commit_shard(step, name, p, buffers.pop(p), out_of(name), ctx.layout.rejects(name))
+        if buffers:
+            raise RuntimeError(f"{step}: rows lost for shards {sorted(buffers)}")
+    seconds = progress.seconds
+    out = {}
+    for name, ss in shards.items():
+        rows = sum(_num_rows(storage.join(out_of(name), os.path.basename(s))) for s in ss)
+        rejects = sum(_num_rows(storage.join(ctx.layout.rejects(name), f"{step}-{os.path.basename(s)}")) for s in ss)
+        manifest_rows = sum(expected[storage.filesystem(s)[1]] for s in ss)
+        if rows + rejects != manifest_rows:
+            raise RuntimeError(f"{step}:{name}: {rows} output rows + {rejects} rejects != {manifest_rows} manifest rows")
+        out[name] = {"rows": rows, "rejects": rejects, "manifest_rows": manifest_rows, "out_dir": out_of(name)}
+    rate = round((total - done_before) / max(seconds, 1e-9), 2)
+    return {"datasets": out, "seconds": round(seconds, 2), "instances_per_s": rate}
+
+
+def _num_rows(path: str) -> int:
+    if not storage.exists(path):
+        return 0
+    fs, p = storage.pyarrow_filesystem(path)
+    return pq.ParquetFile(p, filesystem=fs).metadata.num_rows
 
 
 def _checkpoint_id(weights: str) -> str:
@@ -255,10 +262,8 @@ def run_inference(ctx: StepContext, step: str) -> dict:
     else:
         weights, out_of, method = ctx.result("finetune")["weights"], ctx.layout.pseudo_gt, cfg.method
     manifest = ctx.result("manifest")["datasets"]
-    out = {}
-    for d in ctx.datasets("target"):
-        out[d.name] = infer_dataset(ctx, step, d.name, manifest[d.name]["shards"], weights, out_of(d.name), method)
-    return {"datasets": out, "weights": weights, "method": method}
+    shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
+    return {**infer_datasets(ctx, step, shards, weights, out_of, method), "weights": weights, "method": method}
 
 
 def run_predict_prior(ctx: StepContext) -> dict:

@@ -226,6 +226,7 @@ def run_training(ctx: StepContext, step: str) -> dict:
         loop_cfg["init_weights"] = ctx.result("pretrain")["weights"]
         prior = ctx.results.get("train-prior") or (ctx.result("train-prior") if "train-prior" in cfg.steps else None)
         loop_cfg["vposer_path"] = prior["vposer"] if prior else None
+    ctx.fresh_output_dir(step, ckpt_dir, patterns=("checkpoint_*", "model.pt", "checkpoint_manager_snapshot.json"))
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("[%s] resuming from %s", step, storage.redact(resume))

@@ -67,14 +67,9 @@ def dataset_config(out: str, domain: str, name: str, role: str) -> DatasetConfig
                          images=storage.join(out, IMAGES_DIR))
 
 
-def _skinning_weights(model) -> torch.Tensor:
-    weights = getattr(model, "skinning_weights", None)
-    return weights if weights is not None else model.smpl.lbs_weights
-
-
 def build_assets(model) -> scene.MeshAssets:
     rest = model.rest_output()
-    return scene.mesh_assets(model.faces, _skinning_weights(model).detach(), rest.vertices[0].detach(),
+    return scene.mesh_assets(model.faces, model.skinning_weights.detach(), rest.vertices[0].detach(),
                              rest.joints[0].detach(), SMPL_JOINT_NAMES.index("head"))
 
 
