@@ -32,7 +32,7 @@ def default_cache_dir() -> str:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class StorageConfig(Strict):
@@ -41,6 +41,7 @@ class StorageConfig(Strict):
     endpoint_url: str | None = None
     """S3-compatible endpoint (else the AWS config chain / ``AWS_ENDPOINT_URL``)."""
     region: str | None = None
+    """S3 region (else the AWS config chain)."""
 
 
 class BodyModelConfig(Strict):
@@ -51,7 +52,9 @@ class BodyModelConfig(Strict):
     """``smpl``: path (local or s3://) to the chumpy-free SMPL_NEUTRAL.pkl.
     ``open``: optional path to a pre-built open model pkl; default is the cache."""
     cache_dir: str = Field(default_factory=default_cache_dir)
+    """Where the open model is built and cached: ``$ANNOTATOR_CACHE_DIR`` or ``~/.cache/annotator``."""
     num_betas: int = Field(10, ge=1, le=300)
+    """Shape coefficients used (SMPL: 10)."""
 
     @model_validator(mode="after")
     def _smpl_needs_path(self) -> "BodyModelConfig":
@@ -62,15 +65,20 @@ class BodyModelConfig(Strict):
 
 class SynthConfig(Strict):
     domain: Literal["lab", "wild", "wild3d"]
+    """``lab`` (like Human3.6M, 3D truth), ``wild`` (like COCO, 2D only), ``wild3d`` (like 3DPW)."""
     num_images: int = Field(50, ge=1)
+    """Images to render (wild: 1-4 people each; lab/wild3d: one)."""
     seed: int = 0
+    """Same seed, same bytes."""
     image_size: tuple[int, int] | None = None
     """(width, height); default depends on the domain."""
 
 
 class DatasetConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Dataset name: output folders and ``sample_id`` prefixes use it."""
     format: Literal["coco", "mpii_json", "mpii_mat", "spin_npz", "parquet", "synth"]
+    """Source format; ``synth`` renders a synthetic dataset (see ``synth``) in a real format first."""
     role: Literal["aux3d", "target", "eval3d"]
     """``aux3d``: has 3D truth, used to pretrain; ``target``: 2D only, gets pseudo-GT;
     ``eval3d``: held-out 3D set for the indirect error."""
@@ -96,7 +104,9 @@ class DatasetConfig(Strict):
 
 class ManifestConfig(Strict):
     shard_size: int = Field(2000, ge=1)
+    """Rows per manifest shard (the unit of resumable work)."""
     min_visible_keypoints: int = Field(4, ge=0)
+    """Instances with fewer labelled keypoints go to rejects (``too_few_keypoints``)."""
     check_images: bool = True
     """Open every image header at manifest time (missing/corrupt images -> rejects)."""
 
@@ -110,6 +120,7 @@ class CropConfig(Strict):
 
 class NetworkConfig(Strict):
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    """torchvision ResNet (no downloads: weights come from ``weights``)."""
     weights: str | None = None
     """Path (local or s3://) to backbone or full-network weights; none: from scratch."""
     iterations: int = Field(3, ge=1)
@@ -120,22 +131,32 @@ class NetworkConfig(Strict):
 
 class LossWeights(Strict):
     smpl_pose: float = 1.0
+    """SMPL pose (rotation matrix) loss (SPIN/CLIFF: 1.0)."""
     smpl_betas: float = 0.001
+    """SMPL shape loss (SPIN/CLIFF: 0.001)."""
     joints_3d: float = 5.0
+    """Root-aligned 3D joint loss (SPIN/CLIFF: 5.0)."""
     keypoints_2d: float = 5.0
+    """Confidence-weighted 2D reprojection loss (SPIN/CLIFF: 5.0)."""
     prior_reg: float = 1.0
     """Regularisation towards the stored prior predictions (finetune)."""
     pose_prior: float = 1e-2
     """VPoser latent L2 (three-recipes paper: 1e-2)."""
     shape_l2: float = 1e-2
+    """L2 on betas of target rows (three-recipes paper: 1e-2)."""
 
 
 class TrainConfig(Strict):
     epochs: int = Field(1, ge=1)
+    """Passes over the main data (pretrain: aux3d; finetune: target)."""
     batch_size: int = Field(32, ge=1)
+    """Per-worker batch size."""
     lr: float = Field(1e-4, gt=0)
+    """Adam learning rate (CLIFF: 1e-4 pretrain, 5e-5 annotator finetune)."""
     seed: int = 0
+    """Shuffle and initialisation seed."""
     loss: LossWeights = LossWeights()
+    """Loss weights, keys below."""
     reprojection: Literal["full", "crop"] = "full"
     """``full``: CLIFF full-frame reprojection loss (Eq. 9); ``crop``: HMR crop loss (ablation)."""
     aux3d_fraction: float = Field(0.5, ge=0, le=1)
@@ -143,14 +164,18 @@ class TrainConfig(Strict):
     use_prior_reg: bool = True
     """Finetune only: False gives the ``cliff-no-prior-reg`` ablation."""
     checkpoint_every_epochs: int = Field(1, ge=1)
+    """Report a checkpoint every N epochs (and at the end)."""
 
 
 class PoseSpaceConfig(Strict):
     checkpoint: str | None = None
     """Official VPoser v2 (V02_05) checkpoint path; if set, ``train-prior`` loads it instead of training."""
     epochs: int = Field(20, ge=1)
+    """VPoser training epochs over the aux3d body poses."""
     batch_size: int = Field(256, ge=1)
+    """VPoser training batch size."""
     lr: float = Field(1e-3, gt=0)
+    """VPoser Adam learning rate."""
 
 
 class SmplifyConfig(Strict):
@@ -163,12 +188,17 @@ class SmplifyConfig(Strict):
     body_iters: int = Field(100, ge=0)
     """Stage 2: pose, shape, orientation, translation on all joints."""
     lr: float = Field(1e-2, gt=0)
+    """Adam learning rate (SPIN: 1e-2)."""
     batch_size: int = Field(256, ge=1)
+    """Instances fitted together."""
     sigma_px: float = Field(100.0, gt=0)
     """Geman-McClure robustifier scale in pixels (SPIN: 100)."""
     pose_prior_weight: float = Field(4.78, ge=0)
+    """Pose prior weight (SPIN: 4.78)."""
     angle_prior_weight: float = Field(15.2, ge=0)
+    """Elbow/knee bending prior weight (SPIN: 15.2)."""
     shape_prior_weight: float = Field(5.0, ge=0)
+    """Shape L2 weight (SPIN: 5)."""
 
 
 class RayConfig(Strict):
@@ -177,17 +207,27 @@ class RayConfig(Strict):
     num_workers: int = Field(1, ge=1)
     """Ray Train workers (DDP)."""
     cpus_per_worker: float = Field(1, gt=0)
+    """CPUs reserved per training worker."""
     gpus_per_worker: float = Field(0, ge=0)
+    """GPUs per training worker (0: CPU training)."""
     inference_actors: int = Field(1, ge=1)
+    """Model actors in the inference pool (one model copy each)."""
     inference_batch_size: int = Field(64, ge=1)
+    """Rows per inference batch (decode and model)."""
     gpus_per_actor: float = Field(0, ge=0)
+    """GPUs per inference actor (0: CPU inference, 1 CPU each)."""
     decode_cpus: float = Field(1, gt=0)
+    """CPUs per image decode+crop task."""
     max_failures: int = Field(2, ge=0)
+    """Training restarts from the latest checkpoint after worker failures."""
 
 
 class JobConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Run name: outputs go to ``<storage.root>/<name>/``."""
     method: Literal["cliff", "prior", "smplify"] = "cliff"
+    """``cliff``: finetune with prior regularisation (default); ``prior``: the pretrained network's
+    predictions (CLIFF's ablation); ``smplify``: per-sample SMPLify fitting baseline (settings in ``smplify``)."""
     storage: StorageConfig = StorageConfig()
     body_model: BodyModelConfig = BodyModelConfig()
     datasets: list[DatasetConfig]
@@ -195,12 +235,15 @@ class JobConfig(Strict):
     crop: CropConfig = CropConfig()
     network: NetworkConfig = NetworkConfig()
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
+    """Steps to run (always in pipeline order): manifest, train-prior, pretrain, predict-prior,
+    finetune, reinfer, report."""
     pose_prior: PoseSpaceConfig = PoseSpaceConfig()
     smplify: SmplifyConfig = SmplifyConfig()
     pretrain: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
     finetune: TrainConfig = TrainConfig(epochs=3, lr=5e-5)
     ray: RayConfig = RayConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when the worker sees a GPU."""
     amp: bool = True
     """Mixed precision on CUDA (ignored on CPU)."""
 
@@ -318,3 +361,36 @@ def load_job(path: str | os.PathLike, overrides: list[str] | None = None) -> Job
     for assignment in overrides or []:
         apply_override(data, assignment)
     return parse_job(data, source=path).with_absolute_paths()
+
+
+def reference_markdown() -> str:
+    """The job-file reference (README section), generated from the models themselves."""
+    import typing
+
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            sub = next((a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            key = f"{prefix}{name}"
+            if sub is not None and name != "datasets":
+                walk(sub, key + ".")
+                continue
+            if name == "datasets":
+                lines.append(f"| `datasets` | list | required | one entry per dataset, keys below as `datasets[].*` |")
+                walk(DatasetConfig, "datasets[].")
+                continue
+            default = "required" if field.is_required() else (
+                "(see text)" if field.default_factory is not None else repr(field.default))
+            tname = str(ann).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            tname = tname.replace("annotator.config.", "")
+            doc = (field.description or "").replace("\n", " ").replace("|", "\\|")
+            lines.append(f"| `{key}` | `{tname}` | `{default}` | {doc} |")
+
+    walk(JobConfig, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

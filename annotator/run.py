@@ -41,7 +41,7 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
         "pretrain": {"network": d["network"], "crop": d["crop"], "train": d["pretrain"]},
         "predict-prior": {},
         "finetune": {"train": d["finetune"]},
-        "reinfer": {"method": d["method"]},
+        "reinfer": {"method": d["method"], "smplify": d["smplify"] if d["method"] == "smplify" else None},
         "report": {"method": d["method"]},
     }
 
@@ -50,8 +50,8 @@ def plan_steps(cfg: JobConfig) -> list[str]:
     steps = [s for s in STEPS if s in cfg.steps]
     if cfg.method == "prior":
         steps = [s for s in steps if s not in ("finetune", "train-prior")]
-    if cfg.method == "smplify":
-        raise ConfigError("method: 'smplify' is not implemented yet (see the quality issue); use 'cliff' or 'prior'")
+    if cfg.method == "smplify":  # fitting replaces the finetune; the VPoser prior is still trained
+        steps = [s for s in steps if s != "finetune"]
     return steps
 
 

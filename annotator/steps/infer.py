@@ -40,7 +40,8 @@ PASS_THROUGH = ("sample_id", "dataset", "image_path", "source", "path")
 class Predictor:
     """Ray Data actor: loads the body model and network once, predicts a batch of crops."""
 
-    def __init__(self, job_json: str, weights: str, body_model_path: str | None, method: str, checkpoint_id: str):
+    def __init__(self, job_json: str, weights: str, body_model_path: str | None, method: str, checkpoint_id: str,
+                 vposer_path: str | None = None):
         from annotator.body import load_body_model
         from annotator.steps.runtime import load_network, pick_device, run_body_model_config
 
@@ -50,6 +51,31 @@ class Predictor:
         self.net = load_network(self.cfg, weights, self.device).eval()
         self.method = method
         self.checkpoint_id = checkpoint_id
+        self.vposer = None
+        if method == "smplify" and vposer_path:
+            from annotator.body.prior import load_vposer
+
+            self.vposer = load_vposer(vposer_path).to(self.device).eval()
+
+    def _fit(self, dec: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``method: smplify``: per-sample fitting to the 2D keypoints, started from the network
+        (``smplify.init: prior``, as SPIN does in the loop) or from the mean pose."""
+        from annotator.body.joints import select_keypoints
+        from annotator.data.batching import TRAIN_CONVENTION
+        from annotator.fitting import smplify
+        from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
+
+        init = {k: dec[k].float() for k in ("global_orient", "body_pose", "betas", "transl")} \
+            if self.cfg.smplify.init == "prior" else None
+        fit = smplify(self.body, mb["keypoints_2d"], TRAIN_CONVENTION, mb["focal"], mb["principal_point"], init,
+                      self.cfg.smplify, vposer=self.vposer)
+        params = fit.params()
+        with torch.no_grad():
+            kps = select_keypoints(self.body(**params).keypoints, self.body.keypoint_names, TRAIN_CONVENTION)
+            params["keypoints_2d"] = perspective_projection(kps, mb["focal"], mb["principal_point"])
+            params["crop_cam"] = cam_full_to_crop(params["transl"], mb["center"], mb["box_size"], mb["image_size"],
+                                                  mb["focal"], mb["principal_point"])
+        return params
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from annotator.data.batching import TRAIN_CONVENTION, stack_list_column, to_model_batch
@@ -77,13 +103,16 @@ class Predictor:
                 pred = self.net(mb["img"], mb["bbox_info"])
             with torch.inference_mode():
                 dec = decode({k: v.float() for k, v in pred.items()}, mb, self.body, convention=TRAIN_CONVENTION)
+            dec["crop_cam"] = pred["crop_cam"]
+            if self.method == "smplify":
+                dec = self._fit({k: v.clone() for k, v in dec.items()}, {k: v.clone() for k, v in mb.items()})
             kp2d = dec["keypoints_2d"].float()
             conf = mb["keypoints_2d"][..., 2]
             dist = torch.linalg.norm(kp2d - mb["keypoints_2d"][..., :2], dim=-1)
             err_px = (dist * conf).sum(1) / conf.sum(1).clamp_min(1e-9)
             err_px = torch.where(conf.sum(1) > 0, err_px, torch.full_like(err_px, float("nan")))
             params = {"global_orient": dec["global_orient"], "body_pose": dec["body_pose"], "betas": dec["betas"],
-                      "transl": dec["transl"], "crop_cam": pred["crop_cam"]}
+                      "transl": dec["transl"], "crop_cam": dec["crop_cam"]}
             for name, val in params.items():
                 out[name][ok] = val.float().cpu().numpy()
             out["focal_length"][ok] = mb["focal"].cpu().numpy()
@@ -150,7 +179,7 @@ def _shard_rows(shards: list[str]) -> dict[str, int]:
 
 
 def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], weights: str,
-                   out_of: Callable[[str], str], method: str) -> dict:
+                   out_of: Callable[[str], str], method: str, vposer_path: str | None = None) -> dict:
     """Run the network over every row of the datasets' manifest shards in ONE Ray Data
     pipeline (one actor pool for all datasets); commit one output file per shard."""
     from ray.data import ActorPoolStrategy
@@ -178,7 +207,8 @@ def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], we
         ds = ds.map_batches(
             Predictor,
             fn_constructor_kwargs={"job_json": cfg.model_dump_json(), "weights": weights, "body_model_path": body_path,
-                                   "method": method, "checkpoint_id": _checkpoint_id(weights)},
+                                   "method": method, "checkpoint_id": _checkpoint_id(weights),
+                                   "vposer_path": vposer_path},
             compute=ActorPoolStrategy(size=cfg.ray.inference_actors),
             batch_size=cfg.ray.inference_batch_size, batch_format="numpy",
             num_gpus=cfg.ray.gpus_per_actor or None, num_cpus=0 if cfg.ray.gpus_per_actor else 1,
@@ -257,13 +287,14 @@ def run_inference(ctx: StepContext, step: str) -> dict:
     cfg = ctx.cfg
     if step == "predict-prior":
         weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.prior, "prior"
-    elif cfg.method == "prior":  # ablation: the pretrained network's predictions are the pseudo-GT
-        weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.pseudo_gt, "prior"
+    elif cfg.method in ("prior", "smplify"):  # no finetune: the pretrained network (+ fitting for smplify)
+        weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.pseudo_gt, cfg.method
     else:
         weights, out_of, method = ctx.result("finetune")["weights"], ctx.layout.pseudo_gt, cfg.method
     manifest = ctx.result("manifest")["datasets"]
     shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
-    return {**infer_datasets(ctx, step, shards, weights, out_of, method), "weights": weights, "method": method}
+    vposer = ctx.result("train-prior")["vposer"] if method == "smplify" and "train-prior" in ctx.cfg.steps else None
+    return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer), "weights": weights, "method": method}
 
 
 def run_predict_prior(ctx: StepContext) -> dict:
