@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export ANNOTATOR_CACHE_DIR ?= $(CURDIR)/.cache/annotator
 export ANNY_CACHE_DIR ?= $(ANNOTATOR_CACHE_DIR)/anny
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-fast clean
 
 $(BIN)/annotator: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,10 +21,10 @@ demo: install
 	$(BIN)/python -m annotator.run jobs/demo.yaml
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q
 
-test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) .cache runs
