@@ -13,6 +13,18 @@ os.environ.setdefault("ANNY_CACHE_DIR", str(Path(os.environ["ANNOTATOR_CACHE_DIR
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "real"
 
 
+@pytest.fixture()
+def single_thread():
+    """One intra-op torch thread for the test (small tensors on a shared 2-core machine:
+    avoids oversubscription stalls and makes timings and results repeatable)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def real_fixtures() -> Path:
     if not FIXTURES.exists():

@@ -18,13 +18,7 @@ PRINCIPAL_POINT = (640.0, 480.0)
 CONV = "coco17"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small batches on a shared CPU: one intra-op thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _scene(body, b: int, seed: int, pose_std=0.2, betas_std=0.8, yaw_range=1.0, facing_away=()):

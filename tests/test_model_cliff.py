@@ -13,12 +13,7 @@ from annotator.model.cliff import MEAN_CAM_SCALE, CliffNet, WeightsError, load_w
 CROP = 64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _net(seed: int = 0, **cfg) -> CliffNet:

@@ -26,12 +26,7 @@ STEPS = 15
 """Adam steps of the overfit test (~0.15 s each on one CPU thread)."""
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _geometry(batch: int) -> dict[str, torch.Tensor]:

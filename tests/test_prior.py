@@ -123,8 +123,7 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(loaded.decode(torch.ones(2, 8))["pose_body"], model.decode(torch.ones(2, 8))["pose_body"])
 
 
-def test_training_learns_the_pose_set_and_the_latent_prior():
-    torch.set_num_threads(1)
+def test_training_learns_the_pose_set_and_the_latent_prior(single_thread):
     train = _synthetic_poses(1024, seed=0)
     held_out = _synthetic_poses(256, seed=1)
     untrained, _ = train_vposer(train, epochs=0, batch_size=128, lr=1e-3, seed=0)

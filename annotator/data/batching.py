@@ -47,7 +47,7 @@ def stack_list_column(col: Any, width: int | None = None) -> tuple[np.ndarray, n
     array of NaN when the whole column is null; all three come out the same way here."""
     n = len(col)
     if isinstance(col, np.ndarray) and col.dtype != object:
-        arr = col.astype(np.float32, copy=False).reshape(n, -1)
+        arr = np.array(col, dtype=np.float32).reshape(n, -1)  # a copy: Ray hands over read-only views
         if width is not None and arr.shape[1] != width:  # an all-null column
             return np.zeros((n, width), np.float32), np.zeros(n, dtype=bool)
         return arr, np.isfinite(arr).all(axis=1)
