@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "annotator.data.cli",
     "annotator.data.synth.cli",
     "annotator.data.export",
+    "annotator.evaluation.cli",
 ]
 
 

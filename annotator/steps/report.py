@@ -10,10 +10,13 @@ log = logging.getLogger("annotator")
 
 def run_report(ctx: StepContext) -> dict:
     from annotator.body import load_body_model
+    from annotator.evaluation.dashboard import write_dashboard
     from annotator.evaluation.reports import build_reports
 
     manifest = ctx.result("manifest")
     body = load_body_model(ctx.cfg.body_model.model_copy(update={"path": manifest["body_model_path"]}))
     summary = build_reports(ctx.layout, ctx.cfg, manifest, body)
+    dashboard = write_dashboard(ctx.layout.root, body=body)
     log.info("[report] %s", summary["headline"])
-    return {"summary": summary, "headline": summary["headline"]}
+    log.info("[report] dashboard: %s", dashboard)
+    return {"summary": summary, "headline": summary["headline"], "dashboard": str(dashboard)}
