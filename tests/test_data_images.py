@@ -102,3 +102,15 @@ def test_crop_places_a_blob_where_the_affine_says(tmp_path, fmt, box):
     centroid = np.array([(img * u).sum(), (img * v).sum()]) / img.sum()
     expected = crops.affine[0] @ np.array([x0 + side / 2, y0 + side / 2, 1.0])
     np.testing.assert_allclose(centroid, expected, atol=0.15)
+
+
+def test_a_crop_does_not_depend_on_its_batch(real_fixtures):
+    """Same row, alone or batched with a much smaller box of the same image: same pixels."""
+    from annotator.data.images import load_crops
+
+    img = str(real_fixtures / "coco" / "000000196141.jpg")
+    big, small = [0.0, 0.0, 600.0, 420.0], [450.0, 200.0, 40.0, 60.0]
+    alone = load_crops([img], np.array([big]), 64, 1.2)
+    mixed = load_crops([img, img], np.array([big, small]), 64, 1.2)
+    assert alone.ok.all() and mixed.ok.all()
+    np.testing.assert_array_equal(mixed.images[0], alone.images[0])

@@ -54,15 +54,22 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.mark.slow
-def test_tiny_job_end_to_end_and_rerun_is_a_no_op(tmp_path, ray_local, body_model):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, ray_local):
+    """The tiny job run once for the module: (job file, run dir, first summary)."""
     from annotator.config import load_job
     from annotator.run import run_job
 
-    cfg = load_job(write_job(tmp_path, str(tmp_path / "runs")))
-    summary = run_job(cfg)
+    tmp = tmp_path_factory.mktemp("tiny")
+    job = write_job(tmp, str(tmp / "runs"))
+    summary = run_job(load_job(job))
+    return job, tmp / "runs" / "tiny", summary
+
+
+@pytest.mark.slow
+def test_tiny_job_end_to_end(tiny_run, body_model):
+    _, run, summary = tiny_run
     assert all(s["status"] == "ran" for s in summary.values()), summary
-    run = tmp_path / "runs" / "tiny"
 
     manifest = read_dir(run / "manifest" / "wild")
     pgt = read_dir(run / "pseudo_gt" / "wild")
@@ -78,7 +85,7 @@ def test_tiny_job_end_to_end_and_rerun_is_a_no_op(tmp_path, ray_local, body_mode
     # smplx reconstructs meshes straight from the rows (axis-angle, camera frame)
     import smplx
 
-    model = smplx.SMPL(model_path=str(run / "body_model"), gender="neutral", num_betas=10)
+    model = smplx.create(str(run / "body_model"), model_type="smpl", gender="neutral", num_betas=10)
     t = lambda c: torch.tensor(np.stack(pgt[c].to_numpy()), dtype=torch.float32)  # noqa: E731
     out = model(global_orient=t("global_orient"), body_pose=t("body_pose"), betas=t("betas"), transl=t("transl"))
     assert out.vertices.shape == (len(pgt), body_model.num_vertices, 3)
@@ -92,13 +99,54 @@ def test_tiny_job_end_to_end_and_rerun_is_a_no_op(tmp_path, ray_local, body_mode
     outs = report["datasets"]["wild"]["outputs"]
     assert {"prior", "final"} <= set(outs) and outs["final"]["mpjpe"] > 0
 
-    # the same job again: every step skipped, no output rewritten
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op_and_a_lost_shard_is_redone_alone(tiny_run):
+    from annotator.config import load_job
+    from annotator.run import run_job
+
+    job, run, _ = tiny_run
+    before = read_dir(run / "pseudo_gt" / "wild").sort_values("sample_id").reset_index(drop=True)
     mtimes = {p: p.stat().st_mtime_ns for p in run.rglob("*.parquet")}
     t0 = time.monotonic()
-    again = run_job(load_job(write_job(tmp_path, str(tmp_path / "runs"))))
+    again = run_job(load_job(job))
     assert all(s["status"].startswith("skipped") for s in again.values()), again
     assert time.monotonic() - t0 < 30
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*.parquet")} == mtimes
+
+    # a driver killed in the middle of reinfer: one shard written, no state record yet
+    shards = sorted((run / "pseudo_gt" / "wild").glob("part-*.parquet"))
+    assert len(shards) >= 2
+    shards[0].unlink()
+    (run / "state" / "reinfer.json").unlink()
+    (run / "state" / "report.json").unlink()
+    resumed = run_job(load_job(job))
+    assert resumed["reinfer"]["status"] == "ran" and resumed["finetune"]["status"].startswith("skipped")
+    assert all(p.stat().st_mtime_ns == mtimes[p] for p in shards[1:]), "finished shards are not rewritten"
+    after = read_dir(run / "pseudo_gt" / "wild").sort_values("sample_id").reset_index(drop=True)
+    assert list(after.sample_id) == list(before.sample_id)
+    np.testing.assert_allclose(np.stack(after.body_pose), np.stack(before.body_pose), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_corrupt_image_at_inference_goes_to_rejects(tiny_run):
+    from annotator.config import load_job
+    from annotator.run import run_job
+
+    job, run, _ = tiny_run
+    manifest = read_dir(run / "manifest" / "wild")
+    victim = manifest.image_path.iloc[0]
+    hit = set(manifest.sample_id[manifest.image_path == victim])
+    Path(victim).write_bytes(b"not a jpeg any more")  # broken after the manifest was made
+    cfg = load_job(job, ["steps=[manifest, pretrain, predict-prior]"])
+    summary = run_job(cfg, force=["predict-prior"])
+    out = summary["predict-prior"]["outputs"]["datasets"]["wild"]
+    assert out["rejects"] == len(hit) and out["rows"] + out["rejects"] == len(manifest)
+    rejects = pq.read_table(sorted((run / "rejects" / "wild").glob("predict-prior-part-*.parquet"))).to_pandas()
+    assert set(rejects.sample_id) == hit
+    assert set(rejects.reason) == {"corrupt_image"} and all("predict-prior" in d for d in rejects.detail)
+    prior = read_dir(run / "prior" / "wild")
+    assert set(prior.sample_id) == set(manifest.sample_id) - hit
 
 
 @pytest.mark.slow

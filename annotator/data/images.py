@@ -143,25 +143,31 @@ def _decode_reduced(img: Image.Image, shrink: float) -> tuple[Image.Image, float
     return img, 1.0 / (drafted * rest)
 
 
-def _crop_one_image(img: Image.Image, inverse: np.ndarray, side: np.ndarray, crop_size: int) -> np.ndarray:
-    """All crops of one image: ``inverse`` (M, 2, 3) crop px -> full px; returns (M, S, S, 3)."""
-    shrink = float(side.min()) / crop_size
-    img, scale = _decode_reduced(img, shrink)
-    to_reduced = np.diag([scale, scale])
+def _crop_one_image(path: str, data: bytes, inverse: np.ndarray, side: np.ndarray, crop_size: int) -> np.ndarray:
+    """All crops of one image: ``inverse`` (M, 2, 3) crop px -> full px; returns (M, S, S, 3).
+
+    The reduced decode factor is chosen per crop from its own box size, and the image is
+    decoded once per distinct factor, so a crop's pixels never depend on which other
+    people happen to share its batch (results are the same however rows are batched)."""
+    factors = np.maximum(1, (side / crop_size).astype(np.int64))
     out = np.empty((len(inverse), crop_size, crop_size, 3), dtype=np.uint8)
-    for k, inv in enumerate(inverse):  # one C resample call per crop
-        m = to_reduced @ inv  # crop px -> reduced-image px
-        coeffs = (m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2])
-        crop = img.transform((crop_size, crop_size), Image.Transform.AFFINE, coeffs,
-                             resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
-        out[k] = np.asarray(crop)
+    for factor in np.unique(factors):
+        with _open(path, data) as img:
+            reduced, scale = _decode_reduced(img, float(factor))
+        to_reduced = np.diag([scale, scale])
+        for k in np.nonzero(factors == factor)[0]:  # one C resample call per crop
+            m = to_reduced @ inverse[k]  # crop px -> reduced-image px
+            coeffs = (m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2])
+            crop = reduced.transform((crop_size, crop_size), Image.Transform.AFFINE, coeffs,
+                                     resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+            out[k] = np.asarray(crop)
     return out
 
 
 def load_crops(image_paths: Sequence[str], bboxes: np.ndarray, crop_size: int, bbox_scale: float) -> CropBatch:
     """Decode and crop N person boxes ``bboxes`` (N, 4) x, y, w, h of ``image_paths``.
 
-    Each distinct image is read and decoded once. Rows whose image is missing/corrupt (or
+    Each distinct image is read once (and decoded once per reduction factor). Rows whose image is missing/corrupt (or
     whose box is degenerate) get ``ok=False`` and a reason; the others are unaffected.
     """
     n = len(image_paths)
@@ -190,7 +196,7 @@ def load_crops(image_paths: Sequence[str], bboxes: np.ndarray, crop_size: int, b
                 raise data
             with _open(path, data) as img:
                 sizes[rows] = img.size
-                images[rows] = _crop_one_image(img, inverse[rows], side[rows], crop_size)
+            images[rows] = _crop_one_image(path, data, inverse[rows], side[rows], crop_size)
             ok[rows] = True
         except ImageReadError as err:
             for i in rows:

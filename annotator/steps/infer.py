@@ -43,9 +43,9 @@ class Predictor:
     def __init__(self, job_json: str, weights: str, body_model_path: str | None, method: str, checkpoint_id: str,
                  vposer_path: str | None = None):
         from annotator.body import load_body_model
-        from annotator.steps.runtime import load_network, pick_device, run_body_model_config
+        from annotator.steps.runtime import load_network, pick_device, run_body_model_config, worker_config
 
-        self.cfg = JobConfig.model_validate_json(job_json)
+        self.cfg = worker_config(job_json)
         self.device = pick_device(self.cfg)
         self.body = load_body_model(run_body_model_config(self.cfg, body_model_path), device=self.device)
         self.net = load_network(self.cfg, weights, self.device).eval()

@@ -17,6 +17,7 @@ import numpy as np
 from annotator import storage
 from annotator.config import DatasetConfig, JobConfig
 from annotator.steps.base import StepContext
+from annotator.steps.runtime import worker_config
 
 log = logging.getLogger("annotator")
 
@@ -24,7 +25,7 @@ def _manifest_task(job_json: str, ds_json: str, synth_dir: str, manifest_dir: st
                    body_model_path: str) -> dict:
     from annotator.data import build_manifest
 
-    cfg = JobConfig.model_validate_json(job_json)
+    cfg = worker_config(job_json)
     ds = DatasetConfig.model_validate_json(ds_json)
     synth = None
     if ds.format == "synth":
@@ -103,7 +104,7 @@ def _train_prior_task(job_json: str, shards: list[str], out_path: str) -> dict:
 
     from annotator.body.prior import save_vposer, train_vposer
 
-    cfg = JobConfig.model_validate_json(job_json)
+    cfg = worker_config(job_json)
     poses = _collect_body_poses(shards)
     if len(poses) == 0:
         raise RuntimeError("train-prior: no SMPL body poses in the aux3d manifests "

@@ -11,6 +11,13 @@ from annotator import storage
 from annotator.config import BodyModelConfig, JobConfig
 
 
+def worker_config(job_json: str) -> JobConfig:
+    """The job config inside a Ray worker, with the process set up for it (S3 options)."""
+    cfg = JobConfig.model_validate_json(job_json)
+    storage.configure_s3(cfg.storage.endpoint_url, cfg.storage.region)
+    return cfg
+
+
 def pick_device(cfg: JobConfig) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():

@@ -44,9 +44,9 @@ def train_loop(loop_cfg: dict) -> None:
     from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
     from annotator.model.losses import compute_losses
     from annotator.model.outputs import decode
-    from annotator.steps.runtime import autocast, load_network, load_torch, run_body_model_config
+    from annotator.steps.runtime import autocast, load_network, load_torch, run_body_model_config, worker_config
 
-    cfg = JobConfig.model_validate_json(loop_cfg["job"])
+    cfg = worker_config(loop_cfg["job"])
     step = loop_cfg["step"]
     tcfg = cfg.pretrain if step == "pretrain" else cfg.finetune
     torch.manual_seed(tcfg.seed + ray.train.get_context().get_world_rank())
