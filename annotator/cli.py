@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "annotator.data.synth.cli",
     "annotator.data.export",
     "annotator.evaluation.cli",
+    "annotator.bench.cli",
 ]
 
 

@@ -62,7 +62,8 @@ def init_ray(cfg: JobConfig) -> None:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         # Workers log warnings and errors only: the driver prints the job's own progress lines.
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+        # address "local": start a private local Ray rather than join whatever else runs here
+        ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=True,
                  logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
                  runtime_env={"env_vars": _worker_env()} if not address else None)
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO/plan lines would drown the job's own

@@ -25,7 +25,7 @@ def test_tiny_job_on_s3_storage(tmp_path, s3_bucket, s3_server, body_model):
     job["datasets"][1]["synth"]["num_images"] = 4
     job["steps"] = ["manifest", "train-prior", "pretrain", "predict-prior", "finetune", "reinfer"]
     cfg = parse_job(job).with_absolute_paths()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # after the server: workers inherit AWS_*
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # after the server: workers inherit AWS_*
     try:
         summary = run_job(cfg)
     finally:

@@ -201,7 +201,9 @@ def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], we
     progress.update(0, force=True)
     if pending:
         body_path = ctx.result("manifest")["body_model_path"]
-        ds = read_manifest_dataset(pending)
+        # Blocks of a few batches, not one block per shard: lets every actor work and keeps
+        # each actor task (and its memory) small however large the shards are.
+        ds = read_manifest_dataset(pending).repartition(target_num_rows_per_block=4 * cfg.ray.inference_batch_size)
         ds = ds.map_batches(decode_batch, fn_kwargs={"crop": cfg.crop}, batch_size=cfg.ray.inference_batch_size,
                             batch_format="numpy", num_cpus=cfg.ray.decode_cpus)
         ds = ds.map_batches(

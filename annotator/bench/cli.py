@@ -1,0 +1,85 @@
+"""``annotator bench ...``: throughput of the production paths.
+
+* ``throughput``: the inference pipeline vs the bare model, actor scaling, memory vs
+  manifest size, decode and finetune rates (:mod:`annotator.bench.throughput`);
+* ``body`` / ``synth``: the same measurements as ``annotator body bench`` and
+  ``annotator synth bench`` (body-model forward; synthetic data generation).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from annotator import storage
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="benchmarks: pipeline throughput, body model, synthetic data",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="bench_command", required=True)
+
+    t = sub.add_parser("throughput", help="inference pipeline vs bare model, scaling, memory, decode, finetune")
+    t.add_argument("--instances", type=int, default=2000, help="manifest rows of the main runs")
+    t.add_argument("--big-instances", type=int, default=20000, help="manifest rows of the memory-flatness run")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--crop-size", type=int, default=64)
+    t.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    t.add_argument("--shard-size", type=int, default=500, help="manifest rows per shard (one Ray block each)")
+    t.add_argument("--num-images", type=int, default=50, help="synthetic wild images the manifests reuse")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--ray-cpus", type=int, default=None, help="logical CPUs of the bench's own Ray cluster")
+    t.add_argument("--work-dir", default=None, help="keep images/manifests/outputs here (default: temp dir)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, help="write the result JSON here (local or s3://)")
+    t.set_defaults(func=_throughput)
+
+    b = sub.add_parser("body", help="body-model forward time (= annotator body bench)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--batch", type=int, nargs="+", default=[1, 64])
+    b.add_argument("--repeats", type=int, default=20)
+    b.set_defaults(func=_body)
+
+    s = sub.add_parser("synth", help="synthetic data generation rate (= annotator synth bench)")
+    s.add_argument("--domain", default="wild", choices=["lab", "wild", "wild3d"])
+    s.add_argument("--num-images", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synth)
+
+
+def _throughput(args: argparse.Namespace) -> int:
+    from annotator.bench.throughput import BenchSettings, format_table, run_bench
+
+    settings = BenchSettings(instances=args.instances, big_instances=args.big_instances, batch_size=args.batch_size,
+                             crop_size=args.crop_size, backbone=args.backbone, shard_size=args.shard_size,
+                             num_images=args.num_images, device=args.device, ray_cpus=args.ray_cpus,
+                             work_dir=args.work_dir, seed=args.seed)
+    result = run_bench(settings)
+    print(format_table(result))
+    text = json.dumps(result, indent=2)
+    if args.out:
+        storage.write_bytes_atomic(args.out, (text + "\n").encode())
+        print(f"wrote {storage.redact(args.out)}")
+    else:
+        print(text)
+    return 0
+
+
+def _body(args: argparse.Namespace) -> int:
+    import torch
+
+    from annotator.body import load_body_model
+    from annotator.body.cli import bench_forward
+    from annotator.config import BodyModelConfig
+
+    model = load_body_model(BodyModelConfig(), device=args.device)
+    res = bench_forward(model, tuple(args.batch), args.repeats)
+    print(json.dumps({"model_id": model.model_id, "device": args.device, "threads": torch.get_num_threads(),
+                      "repeats": args.repeats, **res}, indent=2))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from annotator.data.synth.bench import run_bench
+
+    print(json.dumps(run_bench(args.domain, args.num_images, args.seed), indent=2, sort_keys=True))
+    return 0
