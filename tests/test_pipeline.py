@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -147,30 +144,6 @@ def test_corrupt_image_at_inference_goes_to_rejects(tiny_run):
     assert set(rejects.reason) == {"corrupt_image"} and all("predict-prior" in d for d in rejects.detail)
     prior = read_dir(run / "prior" / "wild")
     assert set(prior.sample_id) == set(manifest.sample_id) - hit
-
-
-@pytest.mark.slow
-def test_ray_job_submit_to_a_local_head(tmp_path):
-    """`ray job submit --working-dir . -- python -m annotator.run JOB` against a local head node."""
-    env = dict(os.environ, RAY_ADDRESS="", PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS")
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    port, dash = _free_port(), _free_port()
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
-                    "--include-dashboard=true", "--disable-usage-stats"], check=True, env=env, capture_output=True)
-    try:
-        job = write_job(tmp_path, str(tmp_path / "runs"), steps=["manifest", "train-prior", "pretrain", "predict-prior"])
-        proc = subprocess.run(
-            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
-             "--", sys.executable, "-m", "annotator.run", str(job)],
-            env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "predict-prior" in proc.stdout and "succeeded" in proc.stdout
-        prior = read_dir(tmp_path / "runs" / "tiny" / "prior" / "wild")
-        manifest = read_dir(tmp_path / "runs" / "tiny" / "manifest" / "wild")
-        assert sorted(prior.sample_id) == sorted(manifest.sample_id)
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
 
 
 def _free_port() -> int:
