@@ -5,9 +5,12 @@ The head runs in its own process group and only that group is stopped afterwards
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -17,13 +20,14 @@ import pytest
 from tests.test_pipeline import ROOT, _free_port, read_dir, write_job
 
 
-def _wait_for_dashboard(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+def _wait_for_dashboard(url: str, token: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
     t0 = time.monotonic()
+    request = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
             raise RuntimeError(f"ray start exited early: {proc.stdout.read()[-2000:]}")
         try:
-            with urllib.request.urlopen(url + "/api/version", timeout=2) as r:
+            with urllib.request.urlopen(request, timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -33,16 +37,19 @@ def _wait_for_dashboard(url: str, proc: subprocess.Popen, timeout_s: float = 120
 
 @pytest.mark.slow
 def test_ray_job_submit_to_a_local_head(tmp_path):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Ray's dashboard (job submission) requires a token; head and client share this one
+    token = secrets.token_hex(16)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     env.pop("RAY_ADDRESS", None)
     ray_bin = str(Path(sys.executable).parent / "ray")
     port, dash = _free_port(), _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # Unix socket paths must stay short
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
-         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_for_dashboard(f"http://127.0.0.1:{dash}", head)
+        _wait_for_dashboard(f"http://127.0.0.1:{dash}", token, head)
         job = write_job(tmp_path, str(tmp_path / "runs"), steps=["manifest", "train-prior", "pretrain", "predict-prior"])
         proc = subprocess.run(
             [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
@@ -64,3 +71,4 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
                 break
             except subprocess.TimeoutExpired:
                 continue
+        shutil.rmtree(ray_tmp, ignore_errors=True)
