@@ -92,7 +92,6 @@ def run_job(cfg: JobConfig, force: list[str] | None = None) -> dict:
         ctx.fingerprints[step] = prev
     summary: dict[str, dict] = {}
     steps = plan_steps(cfg)
-    init_ray(cfg)
     invalidated = False
     for step in steps:
         rec = read_state(layout, step)
@@ -105,6 +104,7 @@ def run_job(cfg: JobConfig, force: list[str] | None = None) -> dict:
         if invalidated or step in (force or []):
             ctx.restart.add(step)  # its partial outputs are stale: start from scratch
         invalidated = True  # everything after a re-run step is re-run too
+        init_ray(cfg)  # only when some step has work to do: a finished job reruns in seconds
         log.info("[%s] starting", step)
         t0 = time.monotonic()
         outputs = funcs[step](ctx)
