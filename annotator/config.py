@@ -378,7 +378,7 @@ def reference_markdown() -> str:
                 walk(sub, key + ".")
                 continue
             if name == "datasets":
-                lines.append(f"| `datasets` | list | required | one entry per dataset, keys below as `datasets[].*` |")
+                lines.append("| `datasets` | list | required | one entry per dataset, keys below as `datasets[].*` |")
                 walk(DatasetConfig, "datasets[].")
                 continue
             default = "required" if field.is_required() else (

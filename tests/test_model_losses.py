@@ -113,7 +113,7 @@ def test_mean_init_decodes_to_upright_person_facing_camera(body_model):
     with torch.no_grad():
         out = decode(net(torch.randn(2, 3, CROP, CROP), data["bbox_info"]), data, body_model)
     kp2d, kp3d = out["keypoints_2d"], out["keypoints_3d"]
-    nose, ears, hips, ankles = kp2d[:, 0], kp2d[:, 3:5].mean(1), kp2d[:, 11:13].mean(1), kp2d[:, 15:17].mean(1)
+    nose, hips, ankles = kp2d[:, 0], kp2d[:, 11:13].mean(1), kp2d[:, 15:17].mean(1)
     assert bool((nose[:, 1] < hips[:, 1]).all()) and bool((hips[:, 1] < ankles[:, 1]).all())  # head up (smaller y)
     assert bool((kp2d[:, 5, 0] > kp2d[:, 6, 0]).all())  # the person's left shoulder is on the image right
     assert bool((kp3d[:, 0, 2] < kp3d[:, 3:5, 2].mean(1)).all())  # nose closer to the camera than the ears

@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 import torch
 
 from annotator import storage
-from annotator.config import JobConfig
 from annotator.data.pseudo_gt import PARAM_WIDTHS, to_table
 from annotator.steps.base import Progress, StepContext
 

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from annotator import storage
-from annotator.config import JobConfig
 from annotator.steps.base import StepContext
 
 log = logging.getLogger("annotator")
