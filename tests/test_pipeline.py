@@ -169,6 +169,6 @@ def test_method_smplify_fits_closer_in_2d_than_the_prior(tiny_run):
     pgt = read_dir(run / "pseudo_gt" / "wild")
     rejects = summary["reinfer"]["outputs"]["datasets"]["wild"]["rejects"]
     assert len(pgt) + rejects == len(manifest) and set(pgt.method) == {"smplify"}
-    prior = read_dir(run / "prior" / "wild").set_index("sample_id")
-    both = pgt.set_index("sample_id").join(prior[["err2d_px"]], rsuffix="_prior", how="inner")
+    prior = read_dir(run / "prior" / "wild")
+    both = pgt.merge(prior[["sample_id", "err2d_px"]], on="sample_id", suffixes=("", "_prior"))
     assert both.err2d_px.mean() < 0.7 * both.err2d_px_prior.mean(), both[["err2d_px", "err2d_px_prior"]].describe()
