@@ -39,11 +39,24 @@ def add_commands(subparsers) -> None:
     b.add_argument("--repeats", type=int, default=20)
     b.set_defaults(func=_body)
 
+    f = sub.add_parser("smplify", help="SMPLify baseline: time per person and errors on synthetic people")
+    f.add_argument("--num-images", type=int, default=64)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--batch-size", type=int, default=64)
+    f.set_defaults(func=_smplify)
+
     s = sub.add_parser("synth", help="synthetic data generation rate (= annotator synth bench)")
     s.add_argument("--domain", default="wild", choices=["lab", "wild", "wild3d"])
     s.add_argument("--num-images", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synth)
+
+
+def _smplify(args: argparse.Namespace) -> int:
+    from annotator.bench.smplify import format_result, run
+
+    print(format_result(run(args.num_images, args.seed, args.batch_size)))
+    return 0
 
 
 def _throughput(args: argparse.Namespace) -> int:
