@@ -1,10 +1,7 @@
 """Small CPU mesh renderer for PNG previews (numpy only, no OpenGL).
 
-Orthographic projection, vectorised z-buffer rasterisation and per-face Lambert shading.
-Every face is rasterised over the pixel centres of its bounding box at once (faces are a
-few pixels wide at preview resolution, so the work is F x (largest box side)^2); the
-nearest face per pixel wins by a sort.
-Meant for previews and docs, not for training images.
+Orthographic projection, the project's vectorised z-buffer (the synthetic world's
+rasteriser) and per-face Lambert shading. Meant for previews and docs.
 """
 from __future__ import annotations
 
@@ -18,6 +15,9 @@ BACKGROUND = (255, 255, 255)
 ALBEDO = np.array([0.62, 0.72, 0.86])
 TILE_FILL = 0.9
 """Share of a tile the largest extent of the meshes spans (the rest is margin)."""
+ORTHO_DEPTH_OFFSET_M = 10.0
+"""Nearest surface depth handed to the z-buffer (metres): far beyond its near plane, and far
+enough that its perspective-correct depth interpolation is affine to well under a millimetre."""
 
 
 def rasterize(vertices: np.ndarray, faces: np.ndarray, size: tuple[int, int],
@@ -25,45 +25,29 @@ def rasterize(vertices: np.ndarray, faces: np.ndarray, size: tuple[int, int],
     """Render one mesh seen along +z (view frame: x right, y down, z away), RGB uint8 (H, W, 3).
 
     ``scale`` px per metre; ``center`` (2,) view-frame point mapped to the image centre.
+    Visibility comes from the project's z-buffer (:func:`annotator.data.synth.raster.rasterize`).
     """
+    import torch
+
+    from annotator.data.synth.raster import rasterize as zbuffer
+
     w, h = size
     px = (vertices[:, :2] - center) * scale + np.array([w / 2.0, h / 2.0])
-    tri = px[faces]  # (F, 3, 2)
-    depth = vertices[faces, 2]  # (F, 3)
+    # the z-buffer takes camera depths (> its near plane); shifting every depth by the same
+    # amount keeps the front-to-back order of this orthographic view
+    depth = vertices[:, 2] - vertices[:, 2].min() + ORTHO_DEPTH_OFFSET_M
+    frags = zbuffer(torch.from_numpy(np.column_stack([px, depth])), torch.from_numpy(np.asarray(faces, np.int64)), h, w)
     e1 = vertices[faces[:, 1]] - vertices[faces[:, 0]]
     e2 = vertices[faces[:, 2]] - vertices[faces[:, 0]]
     normal = np.cross(e1, e2)
     normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
     light = LIGHT_DIR / np.linalg.norm(LIGHT_DIR)
     shade = AMBIENT + (1 - AMBIENT) * np.abs(normal @ light)  # two-sided Lambert
-
-    lo = np.floor(tri.min(1)).astype(int)
-    hi = np.ceil(tri.max(1)).astype(int)
-    span = int(max(1, (hi - lo).max()))
-    oy, ox = np.mgrid[0:span + 1, 0:span + 1]
-    cx = lo[:, None, 0] + ox.reshape(1, -1) + 0.5  # (F, S) pixel centres
-    cy = lo[:, None, 1] + oy.reshape(1, -1) + 0.5
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    den = (b[:, 1] - c[:, 1]) * (a[:, 0] - c[:, 0]) + (c[:, 0] - b[:, 0]) * (a[:, 1] - c[:, 1])
-    ok = np.abs(den) > 1e-12
-    den = np.where(ok, den, 1.0)[:, None]
-    l0 = ((b[:, None, 1] - c[:, None, 1]) * (cx - c[:, None, 0]) + (c[:, None, 0] - b[:, None, 0]) * (cy - c[:, None, 1])) / den
-    l1 = ((c[:, None, 1] - a[:, None, 1]) * (cx - c[:, None, 0]) + (a[:, None, 0] - c[:, None, 0]) * (cy - c[:, None, 1])) / den
-    l2 = 1 - l0 - l1
-    inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & ok[:, None]
-    inside &= (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-    z = l0 * depth[:, None, 0] + l1 * depth[:, None, 1] + l2 * depth[:, None, 2]
-    fid = np.broadcast_to(np.arange(len(faces))[:, None], inside.shape)[inside]
-    pix = (cy[inside].astype(int) * w + cx[inside].astype(int))
-    z = z[inside]
-    order = np.lexsort((z, pix))  # per pixel, nearest first
-    pix, fid = pix[order], fid[order]
-    first = np.ones(len(pix), bool)
-    first[1:] = pix[1:] != pix[:-1]
-    image = np.empty((h * w, 3))
+    fid = frags.face_index.numpy()
+    image = np.empty((h, w, 3))
     image[:] = np.array(BACKGROUND) / 255.0
-    image[pix[first]] = ALBEDO * shade[fid[first], None]
-    return (image.reshape(h, w, 3) * 255).round().astype(np.uint8)
+    image[fid >= 0] = ALBEDO * shade[fid[fid >= 0], None]
+    return (image * 255).round().astype(np.uint8)
 
 
 def _view_frame(vertices: np.ndarray, yaw_deg: float) -> np.ndarray:
