@@ -22,6 +22,7 @@ import torch
 
 from annotator import storage
 from annotator.body.joints import get_convention, select_keypoints
+from annotator.data import manifest as manifest_io
 from annotator.evaluation import metrics
 
 log = logging.getLogger("annotator")
@@ -43,8 +44,8 @@ def read_parquet_dir(path: str, columns: list[str] | None = None) -> pd.DataFram
 
 
 def read_parquet_file(path: str) -> pd.DataFrame:
-    fs, p = storage.pyarrow_filesystem(path)
-    return pq.read_table(p, filesystem=fs).to_pandas()
+    """One Parquet file as a DataFrame (clear error naming the file if unreadable)."""
+    return manifest_io.read_parquet_file(path).to_pandas()
 
 
 def _stack(series: pd.Series) -> torch.Tensor:

@@ -170,11 +170,8 @@ def attach_prior(batch: dict[str, np.ndarray], prior_dirs: dict[str, str]) -> di
 
 
 def _shard_rows(shards: list[str]) -> dict[str, int]:
-    counts = {}
-    for s in shards:
-        fs, p = storage.pyarrow_filesystem(s)
-        counts[storage.filesystem(s)[1]] = pq.ParquetFile(p, filesystem=fs).metadata.num_rows
-    return counts
+    """Rows of each manifest shard (from the Parquet footers), keyed by filesystem path."""
+    return {storage.filesystem(s)[1]: _num_rows(s) for s in shards}
 
 
 def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], weights: str,
