@@ -40,7 +40,7 @@ class Predictor:
     """Ray Data actor: loads the body model and network once, predicts a batch of crops."""
 
     def __init__(self, job_json: str, weights: str, body_model_path: str | None, method: str, checkpoint_id: str,
-                 vposer_path: str | None = None):
+                 vposer_path: str | None = None, label: str | None = None):
         from annotator.body import load_body_model
         from annotator.steps.runtime import load_network, pick_device, run_body_model_config, worker_config
 
@@ -49,6 +49,7 @@ class Predictor:
         self.body = load_body_model(run_body_model_config(self.cfg, body_model_path), device=self.device)
         self.net = load_network(self.cfg, weights, self.device).eval()
         self.method = method
+        self.label = label or method  # the ``method`` column: e.g. ``cliff-no-bbox`` for an ablation
         self.checkpoint_id = checkpoint_id
         self.vposer = None
         if method == "smplify" and vposer_path:
@@ -122,7 +123,7 @@ class Predictor:
             kp_out[ok] = kp2d.reshape(len(kp2d), -1).cpu().numpy()
         out["keypoints_2d"] = kp_out if kp_out is not None else np.full((n, 34), np.nan, np.float32)
         out["keypoint_convention"] = np.full(n, TRAIN_CONVENTION, dtype=object)
-        out["method"] = np.full(n, self.method, dtype=object)
+        out["method"] = np.full(n, self.label, dtype=object)
         out["checkpoint_id"] = np.full(n, self.checkpoint_id, dtype=object)
         out["body_model_id"] = np.full(n, self.body.model_id, dtype=object)
         out["body_model_checksum"] = np.full(n, self.body.checksum, dtype=object)
@@ -175,7 +176,8 @@ def _shard_rows(shards: list[str]) -> dict[str, int]:
 
 
 def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], weights: str,
-                   out_of: Callable[[str], str], method: str, vposer_path: str | None = None) -> dict:
+                   out_of: Callable[[str], str], method: str, vposer_path: str | None = None,
+                   label: str | None = None) -> dict:
     """Run the network over every row of the datasets' manifest shards in ONE Ray Data
     pipeline (one actor pool for all datasets); commit one output file per shard."""
     from ray.data import ActorPoolStrategy
@@ -206,7 +208,7 @@ def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], we
             Predictor,
             fn_constructor_kwargs={"job_json": cfg.model_dump_json(), "weights": weights, "body_model_path": body_path,
                                    "method": method, "checkpoint_id": _checkpoint_id(weights),
-                                   "vposer_path": vposer_path},
+                                   "vposer_path": vposer_path, "label": label},
             compute=ActorPoolStrategy(size=cfg.ray.inference_actors),
             batch_size=cfg.ray.inference_batch_size, batch_format="numpy",
             num_gpus=cfg.ray.gpus_per_actor or None, num_cpus=0 if cfg.ray.gpus_per_actor else 1,

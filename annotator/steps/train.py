@@ -131,7 +131,9 @@ def train_loop(loop_cfg: dict) -> None:
                 sums[k] = sums.get(k, 0.0) + v * n_rows
             count += n_rows
         metrics = {k: v / max(count, 1) for k, v in sums.items()}
-        metrics.update(epoch=epoch, samples=count, samples_per_s=count / max(time.monotonic() - t0, 1e-9))
+        # start_epoch: where this attempt began (> 0 after a resume from a checkpoint)
+        metrics.update(epoch=epoch, start_epoch=start_epoch, samples=count,
+                       samples_per_s=count / max(time.monotonic() - t0, 1e-9))
         last = epoch == tcfg.epochs - 1
         if last or (epoch + 1) % tcfg.checkpoint_every_epochs == 0:
             with tempfile.TemporaryDirectory() as d:
