@@ -22,6 +22,8 @@ STEPS = (
     "predict-prior",
     "finetune",
     "reinfer",
+    "train-estimator",
+    "evaluate",
     "report",
 )
 
@@ -236,11 +238,16 @@ class JobConfig(Strict):
     network: NetworkConfig = NetworkConfig()
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
     """Steps to run (always in pipeline order): manifest, train-prior, pretrain, predict-prior,
-    finetune, reinfer, report."""
+    finetune, reinfer, train-estimator, evaluate, report (the last three but one need an ``eval3d``
+    dataset and are skipped without one)."""
     pose_prior: PoseSpaceConfig = PoseSpaceConfig()
     smplify: SmplifyConfig = SmplifyConfig()
     pretrain: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
     finetune: TrainConfig = TrainConfig(epochs=3, lr=5e-5)
+    estimator: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
+    """Indirect error (NeuralAnnot): an estimator of the same architecture trained from scratch on
+    ``aux3d`` + the targets' pseudo-GT (full supervision; ``aux3d_fraction`` of each batch from
+    aux3d), then tested on the ``eval3d`` sets. An epoch is one pass over the pseudo-GT rows."""
     ray: RayConfig = RayConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: CUDA when the worker sees a GPU."""
@@ -254,6 +261,21 @@ class JobConfig(Strict):
         if dup:
             raise ValueError(f"datasets: duplicate dataset name(s) {sorted(dup)}")
         return self
+
+    @property
+    def method_label(self) -> str:
+        """The name reports give this job's annotator: the method plus its ablations, e.g.
+        ``cliff``, ``cliff-no-bbox`` (HMR-style crop-only input), ``cliff-crop-loss`` (crop-frame
+        reprojection loss in the step that makes the annotations), ``cliff-no-prior-reg``."""
+        label = self.method
+        if not self.network.use_bbox_info:
+            label += "-no-bbox"
+        annotating = self.finetune if self.method == "cliff" else self.pretrain
+        if annotating.reprojection == "crop":
+            label += "-crop-loss"
+        if self.method == "cliff" and not self.finetune.use_prior_reg:
+            label += "-no-prior-reg"
+        return label
 
     def datasets_with_role(self, role: str) -> list[DatasetConfig]:
         return [d for d in self.datasets if d.role == role]

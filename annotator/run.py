@@ -21,6 +21,7 @@ log = logging.getLogger("annotator")
 
 
 def _step_functions() -> dict[str, Callable[[StepContext], dict]]:
+    from annotator.steps.estimator import run_evaluate, run_train_estimator
     from annotator.steps.infer import run_predict_prior, run_reinfer
     from annotator.steps.prepare import run_manifest, run_train_prior
     from annotator.steps.report import run_report
@@ -28,7 +29,7 @@ def _step_functions() -> dict[str, Callable[[StepContext], dict]]:
 
     return {"manifest": run_manifest, "train-prior": run_train_prior, "pretrain": run_pretrain,
             "predict-prior": run_predict_prior, "finetune": run_finetune, "reinfer": run_reinfer,
-            "report": run_report}
+            "train-estimator": run_train_estimator, "evaluate": run_evaluate, "report": run_report}
 
 
 def step_payloads(cfg: JobConfig) -> dict[str, object]:
@@ -42,7 +43,9 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
         "predict-prior": {},
         "finetune": {"train": d["finetune"]},
         "reinfer": {"method": d["method"], "smplify": d["smplify"] if d["method"] == "smplify" else None},
-        "report": {"method": d["method"]},
+        "train-estimator": {"train": d["estimator"]},
+        "evaluate": {},
+        "report": {"method": d["method"], "label": cfg.method_label},
     }
 
 
@@ -52,6 +55,8 @@ def plan_steps(cfg: JobConfig) -> list[str]:
         steps = [s for s in steps if s not in ("finetune", "train-prior")]
     if cfg.method == "smplify":  # fitting replaces the finetune; the VPoser prior is still trained
         steps = [s for s in steps if s != "finetune"]
+    if not cfg.datasets_with_role("eval3d"):  # the indirect error needs a held-out 3D set
+        steps = [s for s in steps if s not in ("train-estimator", "evaluate")]
     return steps
 
 
@@ -125,10 +130,10 @@ def format_summary(cfg: JobConfig, summary: dict) -> str:
 def _headline(step: str, out: dict) -> str:
     if step == "manifest":
         return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects" for n, d in out["datasets"].items())
-    if step in ("predict-prior", "reinfer"):
+    if step in ("predict-prior", "reinfer", "evaluate"):
         return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects" for n, d in out["datasets"].items()) \
             + (f" ({out['instances_per_s']}/s)" if "instances_per_s" in out else "")
-    if step in ("pretrain", "finetune"):
+    if step in ("pretrain", "finetune", "train-estimator"):
         m = out.get("metrics", {})
         return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}"
     if step == "train-prior":

@@ -31,10 +31,14 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from torch import Tensor
 
 from annotator import storage
-from annotator.body.joints import COCO17_NAMES, convert
 from annotator.data.synth.raster import barycentrics, lambert_shade, rasterize, vertex_normals
 from annotator.data.synth.writers import COCO17_SKELETON
-from annotator.evaluation.reports import read_parquet_dir
+from annotator.evaluation.reports import (  # noqa: F401 - re-exported: the overlay API reads run data too
+    align_annotations,
+    read_annotations,
+    read_parquet_dir,
+    stack_column,
+)
 from annotator.geometry.cameras import perspective_projection
 
 log = logging.getLogger("annotator")
@@ -230,15 +234,6 @@ def fit_scale(width: int, height: int, tile: int) -> tuple[tuple[int, int], tupl
 # ----------------------------------------------------------------------------- run data
 
 
-def stack_column(series: pd.Series, width: int | None = None) -> np.ndarray:
-    """A list-valued column -> ``(N, width)`` float32 array (error naming the column on a
-    width mismatch)."""
-    arr = np.stack([np.asarray(v, dtype=np.float32) for v in series.to_numpy()])
-    if width is not None and arr.shape[1] != width:
-        raise ValueError(f"column {series.name!r}: expected {width} values per row, got {arr.shape[1]}")
-    return arr
-
-
 def read_output(run_dir: str, dataset: str, output: str = "pseudo_gt") -> pd.DataFrame:
     """All rows of one output (``pseudo_gt`` or ``prior``) of ``dataset`` in Parquet order."""
     if output not in OUTPUTS:
@@ -249,33 +244,6 @@ def read_output(run_dir: str, dataset: str, output: str = "pseudo_gt") -> pd.Dat
         raise FileNotFoundError(f"{storage.redact(path)}: no Parquet rows "
                                 f"(is {dataset!r} a target dataset of this run?)")
     return df.reset_index(drop=True)
-
-
-def read_annotations(run_dir: str, dataset: str) -> tuple[pd.Index, np.ndarray]:
-    """The run manifest's annotated 2D keypoints: ``(sample_ids, (N, 17, 3) COCO-17
-    (x, y, conf))``. Other conventions are converted by joint name (joints they lack get
-    confidence 0). Empty when the manifest is missing."""
-    df = read_parquet_dir(storage.join(run_dir, "manifest", dataset),
-                          ["sample_id", "keypoints_2d", "keypoint_convention"])
-    ids, arrays = [], []
-    for conv, group in df.groupby("keypoint_convention", sort=False):
-        kps = torch.from_numpy(stack_column(group["keypoints_2d"]).reshape(len(group), -1, 3))
-        coco, _ = convert(kps, str(conv), KEYPOINT_CONVENTION)
-        ids.append(group["sample_id"].to_numpy())
-        arrays.append(coco.numpy())
-    if not arrays:
-        return pd.Index([], dtype=object), np.zeros((0, len(COCO17_NAMES), 3), np.float32)
-    return pd.Index(np.concatenate(ids)), np.concatenate(arrays)
-
-
-def align_annotations(sample_ids: Sequence[str], annotations: tuple[pd.Index, np.ndarray]) -> np.ndarray:
-    """``(N, 17, 3)`` annotated keypoints for ``sample_ids``; samples the manifest lacks get
-    all-zero rows (confidence 0: nothing drawn, nothing scored)."""
-    index, kps = annotations
-    pos = index.get_indexer(pd.Index(sample_ids)) if len(index) else np.full(len(sample_ids), -1)
-    out = np.zeros((len(sample_ids), len(COCO17_NAMES), 3), np.float32)
-    out[pos >= 0] = kps[pos[pos >= 0]]
-    return out
 
 
 def run_body_model(run_dir: str):

@@ -1,18 +1,26 @@
-"""Error reports of a run: 2D error of every output, direct 3D error where truth exists.
+"""Error reports of a run: 2D error, direct 3D error, indirect error, annotation time.
 
-* 2D error: mean confidence-weighted reprojection error of the predicted keypoints against
-  the dataset's 2D annotation, in px and divided by the person box size.
-* Direct error (synthetic datasets, whose ground truth is written beside them and never
-  read by the pipeline): MPJPE (mid-hip aligned, COCO-17 joints), PA-MPJPE, PVE (pelvis
-  aligned) and per-axis x/y/z errors, in millimetres, per sample.
+* **2D error** of every output (``prior`` and ``final``) of every target dataset: mean
+  confidence-weighted reprojection error of the predicted keypoints against the dataset's
+  2D annotation, in px and divided by the person box size, and per COCO-17 joint.
+* **Direct error** wherever the dataset has 3D truth (synthetic sets, whose ground truth
+  is written beside them and never read by the pipeline; Parquet/npz sets with SMPL
+  parameters): MPJPE (mid-hip aligned, COCO-17 joints), PA-MPJPE, PVE (pelvis aligned),
+  per-axis x/y/z errors and per-joint errors, in millimetres, per sample.
+* **Indirect error** (NeuralAnnot): the same 3D errors of the estimator trained on the
+  pseudo-GT (steps ``train-estimator`` / ``evaluate``) on each ``eval3d`` set.
+* **Annotation time**: wall seconds of the steps that make the method's annotations
+  (from the state records) and the resulting instances per second.
 
-Written under ``<run>/reports/``: ``per_sample/<dataset>.parquet`` and ``summary.json``.
+Written under ``<run>/reports/``: ``per_sample/<dataset>.parquet`` (one row per sample and
+output), ``indirect/<eval set>.parquet`` and ``summary.json``.
 """
 from __future__ import annotations
 
 import io
 import json
 import logging
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from annotator import storage
-from annotator.body.joints import get_convention, select_keypoints
+from annotator.body.joints import COCO17_NAMES, convert, get_convention, select_keypoints
 from annotator.data import manifest as manifest_io
 from annotator.evaluation import metrics
 
@@ -32,6 +40,21 @@ MM = 1000.0
 #: 3D errors use the COCO-17 joints (the joints the 2D annotation constrains), mid-hip aligned.
 EVAL_CONVENTION = "coco17"
 PARAMS = ("global_orient", "body_pose", "betas", "transl")
+#: Per-sample metric columns (means in summary.json); 3D ones only where truth exists.
+METRIC_COLUMNS = ("err2d_px", "err2d_norm", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z")
+#: Per-sample per-joint columns: COCO-17 lists, NaN where a joint is unannotated / no truth.
+JOINT_COLUMNS = ("joint_err2d_px", "joint_err3d_mm")
+
+ANNOTATION_STEPS = {
+    "cliff": ("train-prior", "pretrain", "predict-prior", "finetune", "reinfer"),
+    "prior": ("pretrain", "reinfer"),
+    "smplify": ("train-prior", "pretrain", "reinfer"),
+}
+"""The steps whose wall time makes each method's annotations (``manifest`` - reading the
+dataset - is common to all and left out)."""
+
+
+# ----------------------------------------------------------------------------- reading
 
 
 def read_parquet_dir(path: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -48,16 +71,88 @@ def read_parquet_file(path: str) -> pd.DataFrame:
     return manifest_io.read_parquet_file(path).to_pandas()
 
 
+def stack_column(series: pd.Series, width: int | None = None) -> np.ndarray:
+    """A list-valued column -> ``(N, width)`` float32 array (error naming the column on a
+    width mismatch)."""
+    if len(series) == 0:
+        return np.zeros((0, width or 0), np.float32)
+    arr = np.stack([np.asarray(v, dtype=np.float32) for v in series.to_numpy()])
+    if width is not None and arr.shape[1] != width:
+        raise ValueError(f"column {series.name!r}: expected {width} values per row, got {arr.shape[1]}")
+    return arr
+
+
+def read_annotations(run_dir: str, dataset: str) -> tuple[pd.Index, np.ndarray]:
+    """The run manifest's annotated 2D keypoints: ``(sample_ids, (N, 17, 3) COCO-17
+    (x, y, conf))``. Other conventions are converted by joint name (joints they lack get
+    confidence 0). Empty when the manifest is missing."""
+    df = read_parquet_dir(storage.join(run_dir, "manifest", dataset),
+                          ["sample_id", "keypoints_2d", "keypoint_convention"])
+    ids, arrays = [], []
+    for conv, group in df.groupby("keypoint_convention", sort=False):
+        kps = torch.from_numpy(stack_column(group["keypoints_2d"]).reshape(len(group), -1, 3))
+        coco, _ = convert(kps, str(conv), EVAL_CONVENTION)
+        ids.append(group["sample_id"].to_numpy())
+        arrays.append(coco.numpy())
+    if not arrays:
+        return pd.Index([], dtype=object), np.zeros((0, len(COCO17_NAMES), 3), np.float32)
+    return pd.Index(np.concatenate(ids)), np.concatenate(arrays)
+
+
+def align_annotations(sample_ids: Sequence[str], annotations: tuple[pd.Index, np.ndarray]) -> np.ndarray:
+    """``(N, 17, 3)`` annotated keypoints for ``sample_ids``; samples the manifest lacks get
+    all-zero rows (confidence 0: nothing drawn, nothing scored)."""
+    index, kps = annotations
+    pos = index.get_indexer(pd.Index(sample_ids)) if len(index) else np.full(len(sample_ids), -1)
+    out = np.zeros((len(sample_ids), len(COCO17_NAMES), 3), np.float32)
+    out[pos >= 0] = kps[pos[pos >= 0]]
+    return out
+
+
+def ground_truth(dataset: str, manifest_result: dict) -> pd.DataFrame | None:
+    """SMPL ground truth of a dataset indexed by ``sample_id`` (columns :data:`PARAMS`), or
+    None when it has none: the synthetic truth file, else the manifest's SMPL columns."""
+    if manifest_result.get("ground_truth"):
+        gt = read_parquet_file(manifest_result["ground_truth"])
+        return gt.assign(sample_id=dataset + "/" + gt["annotation_id"].astype(str)).set_index("sample_id")[list(PARAMS)]
+    cols = ["sample_id", "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_transl", "has_smpl"]
+    frames = [read_parquet_file(s)[cols] for s in manifest_result.get("shards", [])]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    df = df[df["has_smpl"].fillna(False).astype(bool)]
+    if df.empty:
+        return None
+    df = df.rename(columns={f"smpl_{k}": k for k in PARAMS}).set_index("sample_id")
+    no_transl = df["transl"].isna()  # root-aligned errors do not need it
+    df.loc[no_transl, "transl"] = pd.Series([np.zeros(3, np.float32)] * int(no_transl.sum()),
+                                            index=df.index[no_transl], dtype=object)
+    return df[list(PARAMS)]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
 def _stack(series: pd.Series) -> torch.Tensor:
-    return torch.from_numpy(np.stack(series.to_numpy()).astype(np.float32))
+    return torch.from_numpy(stack_column(series))
+
+
+def joint_errors_2d(predicted: np.ndarray, annotated: np.ndarray) -> np.ndarray:
+    """``(N, K)`` px distance of predicted ``(N, K, 2)`` to annotated ``(N, K, 3)`` keypoints;
+    NaN where the joint is unannotated (confidence 0) or the prediction is not finite."""
+    pred = torch.from_numpy(np.asarray(predicted, np.float64))
+    ann = torch.from_numpy(np.asarray(annotated, np.float64))
+    valid = (ann[..., 2] > 0) & torch.isfinite(pred).all(dim=-1)
+    dist = metrics.joint_errors(torch.nan_to_num(pred), ann[..., :2])
+    return torch.where(valid, dist, torch.full((), float("nan"), dtype=dist.dtype)).numpy().astype(np.float32)
 
 
 @torch.no_grad()
 def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 256) -> pd.DataFrame:
-    """Per-sample 3D errors (mm) of ``pred`` rows against ``gt`` rows (same order)."""
+    """Per-sample 3D errors (mm) of ``pred`` rows against ``gt`` rows (same order), with
+    the per-joint (mid-hip aligned) errors as a list column ``joint_err3d_mm``."""
     conv = get_convention(EVAL_CONVENTION)
     root = list(conv.root)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z")}
+    per_joint: list[np.ndarray] = []
     for s in range(0, len(pred), batch_size):
         p, g = pred.iloc[s : s + batch_size], gt.iloc[s : s + batch_size]
         po = body(**{k: _stack(p[k]) for k in PARAMS})
@@ -70,54 +165,108 @@ def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 
         axes = metrics.per_axis_errors(pj, gj, root=root)
         for a in ("x", "y", "z"):
             out[f"err_{a}"].append(axes[a].numpy())
-    return pd.DataFrame({k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}, index=pred.index)
+        per_joint.append(metrics.joint_errors(metrics.root_align(pj, root), metrics.root_align(gj, root)).numpy())
+    df = pd.DataFrame({k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}, index=pred.index)
+    joints = np.concatenate(per_joint) if per_joint else np.zeros((0, len(conv.joint_names)), np.float32)
+    df["joint_err3d_mm"] = list(joints.astype(np.float32))
+    return df
 
 
-def _means(df: pd.DataFrame, cols: list[str]) -> dict[str, float]:
-    return {c: round(float(df[c].mean()), 3) for c in cols if c in df and df[c].notna().any()}
+def _means(df: pd.DataFrame) -> dict[str, float]:
+    return {c: round(float(df[c].mean()), 3) for c in METRIC_COLUMNS if c in df and df[c].notna().any()}
 
 
-def build_reports(layout, cfg, manifest_result: dict, body) -> dict:
+def _joint_means(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per COCO-17 joint: mean over the samples that have a value (NaN-aware)."""
+    out = {}
+    for col in JOINT_COLUMNS:
+        if col not in df or df[col].isna().all():
+            continue
+        arr = stack_column(df[col].dropna(), len(COCO17_NAMES))
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(np.where(np.isfinite(arr), arr, np.nan), axis=0) if len(arr) else arr
+        out[col] = {name: (round(float(v), 3) if np.isfinite(v) else None) for name, v in zip(COCO17_NAMES, mean)}
+    return out
+
+
+def output_errors(df: pd.DataFrame, annotations: tuple[pd.Index, np.ndarray], gt: pd.DataFrame | None,
+                  body) -> pd.DataFrame:
+    """Per-sample report rows of one output (index ``sample_id``): 2D error (mean and per
+    joint) and, where ``gt`` has the sample, the direct 3D errors."""
+    df = df.set_index("sample_id")
+    rep = df[["err2d_px", "err2d_norm"]].copy()
+    pred2d = stack_column(df["keypoints_2d"], 2 * len(COCO17_NAMES)).reshape(len(df), -1, 2)
+    rep["joint_err2d_px"] = list(joint_errors_2d(pred2d, align_annotations(df.index, annotations)))
+    if gt is not None:
+        common = df.index.intersection(gt.index)
+        rep = rep.join(direct_errors(df.loc[common], gt.loc[common], body))
+    return rep
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def annotation_time(cfg, step_seconds: dict[str, float], instances: int) -> dict:
+    """Wall time of the steps that made this job's annotations and instances per second."""
+    steps = {s: round(float(step_seconds[s]), 2) for s in ANNOTATION_STEPS[cfg.method]
+             if s in step_seconds and s in cfg.steps}
+    total = sum(steps.values())
+    return {"method": cfg.method_label, "steps": steps, "seconds": round(total, 2), "instances": int(instances),
+            "instances_per_s": round(instances / total, 3) if total > 0 else None}
+
+
+def _write_parquet(table: pd.DataFrame, path: str) -> None:
+    sink = io.BytesIO()
+    table.to_parquet(sink, index=False)
+    storage.write_bytes_atomic(path, sink.getvalue())
+
+
+def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[str, float] | None = None) -> dict:
     """Compute the reports of a run; returns the summary (also written to summary.json)."""
-    summary: dict = {"datasets": {}}
-    per_sample_cols = ["sample_id", "err2d_px", "err2d_norm"]
+    summary: dict = {"method": cfg.method_label, "datasets": {}, "indirect": {}}
     headline = []
+    instances = 0
+    pgt_cols = ["sample_id", "err2d_px", "err2d_norm", "keypoints_2d", *PARAMS, "method"]
     for d in [d for d in cfg.datasets_with_role("target") if d.name in manifest_result["datasets"]]:
-        outputs = {"prior": layout.prior(d.name), "final": layout.pseudo_gt(d.name)}
+        made = manifest_result["datasets"][d.name]
+        instances += int(made["rows"])
+        gt = ground_truth(d.name, made)
+        annotations = read_annotations(layout.root, d.name)
         frames = []
-        gt_path = manifest_result["datasets"][d.name].get("ground_truth")
-        gt = read_parquet_file(gt_path) if gt_path else None
-        if gt is not None:
-            gt = gt.assign(sample_id=d.name + "/" + gt["annotation_id"].astype(str)).set_index("sample_id")
-        for which, path in outputs.items():
-            cols = per_sample_cols + list(PARAMS) + ["method"]
-            df = read_parquet_dir(path, cols)
+        for which, path in {"prior": layout.prior(d.name), "final": layout.pseudo_gt(d.name)}.items():
+            df = read_parquet_dir(path, pgt_cols)
             if df.empty:
                 continue
-            method = df["method"].iloc[0] if which == "final" else "prior"
-            df = df.set_index("sample_id")
-            rep = df[["err2d_px", "err2d_norm"]].copy()
-            if gt is not None:
-                common = df.index.intersection(gt.index)
-                rep = rep.join(direct_errors(df.loc[common], gt.loc[common], body))
-            rep["output"], rep["method"] = which, method
+            rep = output_errors(df, annotations, gt, body)
+            rep["output"], rep["method"] = which, "prior" if which == "prior" else str(df["method"].iloc[0])
             frames.append(rep.reset_index())
         if not frames:
             continue
         table = pd.concat(frames, ignore_index=True)
-        sink = io.BytesIO()
-        table.to_parquet(sink, index=False)
-        storage.write_bytes_atomic(storage.join(layout.reports(), "per_sample", f"{d.name}.parquet"), sink.getvalue())
-        metric_cols = ["err2d_px", "err2d_norm", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z"]
-        ds_summary = {"instances": int(table["sample_id"].nunique()),
-                      "outputs": {w: {"method": str(g["method"].iloc[0]), **_means(g, metric_cols)}
+        _write_parquet(table, storage.join(layout.reports(), "per_sample", f"{d.name}.parquet"))
+        ds_summary = {"instances": int(table["sample_id"].nunique()), "has_3d_truth": gt is not None,
+                      "outputs": {w: {"method": str(g["method"].iloc[0]), **_means(g), "per_joint": _joint_means(g)}
                                   for w, g in table.groupby("output")}}
         prior, final = ds_summary["outputs"].get("prior"), ds_summary["outputs"].get("final")
         if prior and final:
             ds_summary["finetune_lowers_2d_error"] = bool(final["err2d_px"] < prior["err2d_px"])
-            headline.append(f"{d.name}: 2D err prior {prior['err2d_px']:.1f}px -> final {final['err2d_px']:.1f}px"
+            headline.append(f"{d.name}: 2D err prior {prior['err2d_px']:.1f}px -> {final['method']} {final['err2d_px']:.1f}px"
                             + (f", MPJPE {prior['mpjpe']:.0f} -> {final['mpjpe']:.0f} mm" if "mpjpe" in final else ""))
         summary["datasets"][d.name] = ds_summary
+    for d in [d for d in cfg.datasets_with_role("eval3d") if d.name in manifest_result["datasets"]]:
+        df = read_parquet_dir(layout.evaluation(d.name), pgt_cols)
+        gt = ground_truth(d.name, manifest_result["datasets"][d.name])
+        if df.empty or gt is None:
+            continue
+        rep = output_errors(df, read_annotations(layout.root, d.name), gt, body).reset_index()
+        _write_parquet(rep, storage.join(layout.reports(), "indirect", f"{d.name}.parquet"))
+        summary["indirect"][d.name] = {"pseudo_gt_method": cfg.method_label, "instances": int(len(rep)),
+                                       "estimator": {**_means(rep), "per_joint": _joint_means(rep)}}
+        est = summary["indirect"][d.name]["estimator"]
+        if "mpjpe" in est:
+            headline.append(f"indirect ({d.name}): MPJPE {est['mpjpe']:.0f} mm, PA-MPJPE {est['pa_mpjpe']:.0f} mm")
+    if step_seconds is not None:
+        summary["annotation_time"] = annotation_time(cfg, step_seconds, instances)
     summary["headline"] = "; ".join(headline)
     storage.write_bytes_atomic(storage.join(layout.reports(), "summary.json"),
                                json.dumps(summary, indent=2, sort_keys=True).encode())

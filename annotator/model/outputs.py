@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from annotator.body.joints import select_keypoints
+from annotator.body.joints import get_convention, select_keypoints
 from annotator.geometry.cameras import cam_crop_to_full, perspective_projection, weak_perspective_to_translation
 from annotator.geometry.rotations import matrix_to_axis_angle
 
@@ -107,3 +107,31 @@ def decode(
         "keypoints_2d": keypoints_2d,
         "keypoints_2d_crop": keypoints_2d_crop,
     }
+
+
+@torch.no_grad()
+def smpl_joint_targets(batch: dict[str, torch.Tensor], body_model, convention: str = "coco17") -> dict[str, torch.Tensor]:
+    """Fill the 3D joint supervision of rows that have SMPL parameters but no 3D joints.
+
+    Pseudo-GT rows (the indirect-error estimator's training data) carry SMPL parameters
+    only; their 3D joints are the body model's keypoints of those parameters, so the
+    estimator gets the same full supervision (SMPL + 3D joints + 2D) as ``aux3d`` rows.
+    Returns a shallow copy of ``batch`` with ``joints_3d`` (B, K, 4) and ``has_3d`` set."""
+    if "has_smpl" not in batch:
+        return batch
+    has_smpl = batch["has_smpl"].bool()
+    has_3d = batch["has_3d"].bool() if "has_3d" in batch else torch.zeros_like(has_smpl)
+    rows = has_smpl & ~has_3d
+    if not rows.any():
+        return batch
+    out = dict(batch)
+    k = len(get_convention(convention).joint_names)
+    joints = batch["joints_3d"].clone() if "joints_3d" in batch else has_smpl.new_zeros((len(has_smpl), k, 4), dtype=torch.float32)
+    idx = rows.nonzero().squeeze(1)
+    body = body_model.forward(global_orient=batch["smpl_global_orient"][idx], body_pose=batch["smpl_body_pose"][idx],
+                              betas=batch["smpl_betas"][idx])
+    joints[idx, :, :3] = select_keypoints(body.keypoints, body_model.keypoint_names, convention).float()
+    joints[idx, :, 3] = 1.0
+    out["joints_3d"], out["has_3d"] = joints, has_3d | rows
+    return out
+

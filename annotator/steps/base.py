@@ -53,6 +53,10 @@ class RunLayout:
     def pseudo_gt(self, dataset: str) -> str:
         return storage.join(self.root, "pseudo_gt", dataset)
 
+    def evaluation(self, dataset: str) -> str:
+        """Predictions of the indirect-error estimator on an ``eval3d`` set."""
+        return storage.join(self.root, "evaluation", dataset)
+
     def reports(self) -> str:
         return storage.join(self.root, "reports")
 

@@ -132,42 +132,61 @@ class Predictor:
 
 PRIOR_SOURCE_COLUMNS = {"prior_global_orient": "global_orient", "prior_body_pose": "body_pose",
                         "prior_betas": "betas"}
+"""finetune: batch column <- column of the ``prior/`` output (flag ``has_prior``)."""
+PSEUDO_GT_SOURCE_COLUMNS = {"smpl_global_orient": "global_orient", "smpl_body_pose": "body_pose",
+                            "smpl_betas": "betas", "smpl_transl": "transl"}
+"""train-estimator: batch column <- column of the ``pseudo_gt/`` output (flag ``has_smpl``)."""
 
 
 @functools.lru_cache(maxsize=4)
-def _prior_shard(path: str) -> tuple[pd.Index, dict[str, np.ndarray]]:
-    """One prior shard: sample_id index + stacked parameter arrays (cached per worker)."""
+def _output_shard(path: str, sources: tuple[str, ...]) -> tuple[pd.Index, dict[str, np.ndarray]]:
+    """One output shard: sample_id index + stacked parameter arrays (cached per worker)."""
     if not storage.exists(path):
         return pd.Index([], dtype=object), {}
     fs, p = storage.pyarrow_filesystem(path)
-    t = pq.read_table(p, filesystem=fs, columns=["sample_id", *PRIOR_SOURCE_COLUMNS.values()])
-    arrays = {c: np.stack(t[c].to_numpy(zero_copy_only=False)).astype(np.float32) for c in PRIOR_SOURCE_COLUMNS.values()}
+    t = pq.read_table(p, filesystem=fs, columns=["sample_id", *sources])
+    arrays = {c: np.stack(t[c].to_numpy(zero_copy_only=False)).astype(np.float32) for c in sources}
     return pd.Index(t["sample_id"].to_pylist()), arrays
 
 
-def attach_prior(batch: dict[str, np.ndarray], prior_dirs: dict[str, str]) -> dict[str, np.ndarray]:
-    """Ray Data stage for finetune: adds the stored prior predictions to manifest rows.
+def attach_outputs(batch: dict[str, np.ndarray], output_dirs: dict[str, str], columns: dict[str, str],
+                   flag: str, drop_missing: bool = False) -> dict[str, np.ndarray]:
+    """Ray Data stage: adds a step's stored predictions to the manifest rows they belong to.
 
-    Prior shard ``prior/<dataset>/part-N`` holds the predictions for manifest shard
-    ``part-N`` (same file name); rows without a prior (rejected at predict-prior) get
-    ``has_prior = False``."""
+    Output shard ``<dir of dataset>/part-N`` holds the predictions for manifest shard
+    ``part-N`` (same file name). ``columns`` maps batch column -> output column; rows
+    without a prediction (rejected by that step) get ``flag = False`` and zeros, or are
+    dropped with ``drop_missing``."""
     n = len(batch["sample_id"])
     out = dict(batch)
-    for col, src in PRIOR_SOURCE_COLUMNS.items():
+    for col, src in columns.items():
         out[col] = np.zeros((n, PARAM_WIDTHS[src]), np.float32)
     has = np.zeros(n, dtype=bool)
     keys = pd.Series([f"{d}\0{os.path.basename(str(p))}" for d, p in zip(batch["dataset"], batch["path"])])
     for key, rows in keys.groupby(keys).groups.items():
         dataset, shard = key.split("\0")
-        index, arrays = _prior_shard(storage.join(prior_dirs[dataset], shard))
+        index, arrays = _output_shard(storage.join(output_dirs[dataset], shard), tuple(columns.values()))
         rows = np.asarray(rows)
         pos = index.get_indexer(np.asarray(batch["sample_id"])[rows].astype(str)) if len(index) else np.full(len(rows), -1)
         hit = pos >= 0
         has[rows[hit]] = True
-        for col, src in PRIOR_SOURCE_COLUMNS.items():
+        for col, src in columns.items():
             out[col][rows[hit]] = arrays[src][pos[hit]]
-    out["has_prior"] = has
+    out[flag] = has
+    if drop_missing and not has.all():
+        out = {k: np.asarray(v)[has] for k, v in out.items()}
     return out
+
+
+def attach_prior(batch: dict[str, np.ndarray], prior_dirs: dict[str, str]) -> dict[str, np.ndarray]:
+    """finetune: the stored prior predictions (``has_prior``) of each target row."""
+    return attach_outputs(batch, prior_dirs, PRIOR_SOURCE_COLUMNS, "has_prior")
+
+
+def attach_pseudo_gt(batch: dict[str, np.ndarray], pseudo_gt_dirs: dict[str, str]) -> dict[str, np.ndarray]:
+    """train-estimator: each target row's pseudo-GT as its SMPL supervision (``has_smpl``);
+    rows without pseudo-GT (rejected at reinfer) are dropped."""
+    return attach_outputs(batch, pseudo_gt_dirs, PSEUDO_GT_SOURCE_COLUMNS, "has_smpl", drop_missing=True)
 
 
 def _shard_rows(shards: list[str]) -> dict[str, int]:
@@ -294,7 +313,9 @@ def run_inference(ctx: StepContext, step: str) -> dict:
     manifest = ctx.result("manifest")["datasets"]
     shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
     vposer = ctx.result("train-prior")["vposer"] if method == "smplify" and "train-prior" in ctx.cfg.steps else None
-    return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer), "weights": weights, "method": method}
+    label = cfg.method_label if step == "reinfer" else method
+    return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer, label=label),
+            "weights": weights, "method": label}
 
 
 def run_predict_prior(ctx: StepContext) -> dict:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from annotator.steps.base import StepContext
+from annotator.config import STEPS
+from annotator.steps.base import StepContext, read_state
 
 log = logging.getLogger("annotator")
 
@@ -15,7 +16,8 @@ def run_report(ctx: StepContext) -> dict:
 
     manifest = ctx.result("manifest")
     body = load_body_model(ctx.cfg.body_model.model_copy(update={"path": manifest["body_model_path"]}))
-    summary = build_reports(ctx.layout, ctx.cfg, manifest, body)
+    seconds = {s: rec["seconds"] for s in STEPS if (rec := read_state(ctx.layout, s)) is not None}
+    summary = build_reports(ctx.layout, ctx.cfg, manifest, body, step_seconds=seconds)
     dashboard = write_dashboard(ctx.layout.root, body=body)
     log.info("[report] %s", summary["headline"])
     log.info("[report] dashboard: %s", dashboard)

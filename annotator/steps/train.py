@@ -6,6 +6,9 @@
   ``target`` data: confidence-weighted full-frame 2D keypoint loss, regularisation towards
   the stored prior predictions, VPoser latent L2 and shape L2; every batch mixes target
   rows with ``aux3d`` rows (``aux3d_fraction``, NeuralAnnot: half and half).
+* train-estimator (NeuralAnnot's indirect error): a new network of the same architecture,
+  from scratch, fully supervised on ``aux3d`` + the targets' pseudo-GT as if it were ground
+  truth (SMPL parameters, their 3D joints, and the annotated 2D keypoints).
 
 Ray Train (``TorchTrainer``) runs :func:`train_loop` on each worker with DDP; inputs are
 Ray Datasets (manifest shards -> CPU decode+crop tasks) split across workers. Each epoch
@@ -42,12 +45,12 @@ def train_loop(loop_cfg: dict) -> None:
     from annotator.body.prior import load_vposer
     from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
     from annotator.model.losses import compute_losses
-    from annotator.model.outputs import decode
+    from annotator.model.outputs import decode, smpl_joint_targets
     from annotator.steps.runtime import autocast, load_network, load_torch, run_body_model_config, worker_config
 
     cfg = worker_config(loop_cfg["job"])
     step = loop_cfg["step"]
-    tcfg = cfg.pretrain if step == "pretrain" else cfg.finetune
+    tcfg = train_settings(cfg, step)
     torch.manual_seed(tcfg.seed + ray.train.get_context().get_world_rank())
     device = ray.train.torch.get_device()
 
@@ -79,10 +82,10 @@ def train_loop(loop_cfg: dict) -> None:
 
     main_name = "aux3d" if step == "pretrain" else "target"
     main_shard = ray.train.get_dataset_shard(main_name)
-    aux_shard = ray.train.get_dataset_shard("aux3d") if step == "finetune" and loop_cfg["mix_aux3d"] else None
+    aux_shard = ray.train.get_dataset_shard("aux3d") if step != "pretrain" and loop_cfg["mix_aux3d"] else None
     n_aux = int(round(tcfg.batch_size * tcfg.aux3d_fraction)) if aux_shard is not None else 0
     n_main = max(1, tcfg.batch_size - n_aux)
-    mode = "pretrain" if step == "pretrain" else "finetune"
+    mode = "finetune" if step == "finetune" else "pretrain"  # the estimator is fully supervised
 
     def aux_batches():
         while True:  # aux3d is cycled: an epoch is one pass over the target data
@@ -106,7 +109,7 @@ def train_loop(loop_cfg: dict) -> None:
                 if aux is not None:
                     parts.append(aux)
             batches = [to_model_batch(_only_ok(p), device) for p in parts]
-            batches = [b for b in batches if b["img"].shape[0] > 0]
+            batches = [smpl_joint_targets(b, body, TRAIN_CONVENTION) for b in batches if b["img"].shape[0] > 0]
             if not batches:
                 continue
             opt.zero_grad(set_to_none=True)
@@ -121,7 +124,7 @@ def train_loop(loop_cfg: dict) -> None:
                                              vposer=vposer, use_prior_reg=tcfg.use_prior_reg)
                 w = b["img"].shape[0] / n_rows
                 scaler.scale(loss * w).backward()
-                total += float(loss) * w
+                total += float(loss.detach()) * w
                 for k, v in terms.items():
                     terms_acc[k] = terms_acc.get(k, 0.0) + float(v) * w
             scaler.step(opt)
@@ -148,6 +151,11 @@ def train_loop(loop_cfg: dict) -> None:
             ray.train.report(metrics)
 
 
+def train_settings(cfg, step: str):
+    """The :class:`~annotator.config.TrainConfig` of a training step."""
+    return {"pretrain": cfg.pretrain, "finetune": cfg.finetune, "train-estimator": cfg.estimator}[step]
+
+
 def _only_ok(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     ok = np.asarray(batch["ok"], dtype=bool)
     if ok.all():
@@ -172,11 +180,12 @@ def _datasets(ctx: StepContext, step: str) -> dict:
 
     out = {}
     aux = shards("aux3d")
-    if step == "pretrain" or (cfg.finetune.aux3d_fraction > 0 and aux):
+    tcfg = train_settings(cfg, step)
+    if step == "pretrain" or (tcfg.aux3d_fraction > 0 and aux):
         if not aux:
             raise RuntimeError("pretrain needs at least one dataset with role 'aux3d'")
-        ds = read_manifest_dataset(aux).random_shuffle(seed=cfg.pretrain.seed) if step == "pretrain" \
-            else read_manifest_dataset(aux)
+        # finetune cycles aux3d in manifest order; the fully supervised steps shuffle it
+        ds = read_manifest_dataset(aux) if step == "finetune" else read_manifest_dataset(aux).random_shuffle(seed=tcfg.seed)
         out["aux3d"] = decoded(ds)
     if step == "finetune":
         from annotator.steps.infer import attach_prior
@@ -186,6 +195,16 @@ def _datasets(ctx: StepContext, step: str) -> dict:
         ds = read_manifest_dataset(target).map_batches(
             attach_prior, fn_kwargs={"prior_dirs": prior_dirs}, batch_format="numpy", batch_size=256)
         out["target"] = decoded(ds.random_shuffle(seed=cfg.finetune.seed))
+    if step == "train-estimator":
+        from annotator.steps.infer import attach_pseudo_gt
+
+        target = shards("target")
+        if not target:
+            raise RuntimeError("train-estimator needs the pseudo-GT of at least one 'target' dataset")
+        pgt_dirs = {d.name: ctx.layout.pseudo_gt(d.name) for d in ctx.datasets("target")}
+        ds = read_manifest_dataset(target).map_batches(
+            attach_pseudo_gt, fn_kwargs={"pseudo_gt_dirs": pgt_dirs}, batch_format="numpy", batch_size=256)
+        out["target"] = decoded(ds.random_shuffle(seed=cfg.estimator.seed))
     return out
 
 
@@ -216,13 +235,13 @@ def run_training(ctx: StepContext, step: str) -> dict:
     from ray.train.torch import TorchTrainer
 
     cfg = ctx.cfg
-    tcfg = cfg.pretrain if step == "pretrain" else cfg.finetune
+    tcfg = train_settings(cfg, step)
     ckpt_dir = ctx.layout.checkpoints(step)
     body_path = ctx.result("manifest")["body_model_path"]
     loop_cfg = {"job": cfg.model_dump_json(), "step": step, "body_model_path": body_path,
                 "mix_aux3d": bool(ctx.datasets("aux3d")) and tcfg.aux3d_fraction > 0}
-    if step == "pretrain":
-        loop_cfg["init_weights"] = None  # backbone weights (if any) come from network.weights
+    if step in ("pretrain", "train-estimator"):
+        loop_cfg["init_weights"] = None  # from scratch; backbone weights (if any) come from network.weights
     else:
         loop_cfg["init_weights"] = ctx.result("pretrain")["weights"]
         prior = ctx.results.get("train-prior") or (ctx.result("train-prior") if "train-prior" in cfg.steps else None)
