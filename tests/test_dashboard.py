@@ -68,12 +68,20 @@ REPORT = pd.DataFrame({
     "err_y": [11.0, 21.0, np.nan, 9.0, 17.0, 5.0],
     "err_z": [12.0, 22.0, np.nan, 10.0, 18.0, 6.0],
 })
+# per-joint 3D errors: joint j of a sample is (j + 1) x its MPJPE / 9 (mean over 17 joints = MPJPE)
+REPORT["joint_err3d_mm"] = [None if np.isnan(m) else (np.arange(1, 18) * m / 9.0).astype(np.float32)
+                            for m in REPORT["mpjpe"]]
+SUMMARY = {"headline": "toy: 2D err prior 30.0px -> final 15.8px",
+           "annotation_time": {"method": "cliff-no-bbox", "steps": {"pretrain": 100.0, "reinfer": 20.5},
+                               "seconds": 120.5, "instances": 241, "instances_per_s": 2.0},
+           "indirect": {"w3d": {"pseudo_gt_method": "cliff-no-bbox", "instances": 7,
+                                "estimator": {"mpjpe": 123.4, "pa_mpjpe": 67.8, "pve": 140.0, "err2d_px": 9.5}}}}
 
 
 def _write_reports(root: Path) -> None:
     (root / "reports" / "per_sample").mkdir(parents=True)
     REPORT.to_parquet(root / "reports" / "per_sample" / f"{DATASET}.parquet", index=False)
-    (root / "reports" / "summary.json").write_text(json.dumps({"headline": "toy: 2D err prior 30.0px -> final 15.8px"}))
+    (root / "reports" / "summary.json").write_text(json.dumps(SUMMARY))
     (root / "state").mkdir()
     (root / "state" / "infer.json").write_text(json.dumps({"step": "infer", "seconds": 12.5,
                                                            "completed_at": "2026-11-22T02:00:00Z"}))
@@ -177,6 +185,16 @@ def test_comparison_table_equals_parquet_means(run):
     counts = re.findall(r"<title>(prior|final): [^<]*: (\d+) samples</title>", html)
     assert sum(int(n) for o, n in counts if o == "final") == 3 + 3  # err2d + MPJPE
     assert sum(int(n) for o, n in counts if o == "prior") == 3 + 2  # prior MPJPE has one NaN
+    # per-joint 3D bars: the mean over samples of each output's joint errors
+    bars = dict(re.findall(r"<title>(final right_ankle|prior right_ankle): ([\d.]+) mm</title>", html))
+    assert float(bars["final right_ankle"]) == pytest.approx(17 / 9 * REPORT["mpjpe"][3:].mean(), abs=0.05)
+    assert float(bars["prior right_ankle"]) == pytest.approx(17 / 9 * 175.0, abs=0.05)
+    # annotation time and indirect error come from summary.json
+    assert parsed.tables["annotation-time"] == [[("pretrain", "pretrain"), ("100.0", "100.0")],
+                                                [("reinfer", "reinfer"), ("20.5", "20.5")]]
+    assert "241 target instances in 120.5 s" in html and "Annotation time (cliff-no-bbox)" in html
+    ind = parsed.tables["indirect"][0]
+    assert [c[1] for c in ind] == ["w3d", "cliff-no-bbox", "7", "123.4", "67.8", "140.0", "9.5"]
 
 
 def test_worst_samples_with_overlays_without_reports(run, body_model):
@@ -249,7 +267,7 @@ def test_dashboard_renders_in_headless_chromium(run, body_model, tmp_path):
     dom, errors = _chromium(out, tmp_path)
     assert errors == []
     assert 'data-dashboard="ready"' in dom  # the inline script ran to its end
-    assert '<table class="comparison sortable">' in dom and dom.count("<svg") == 3  # 2 histograms + joints
+    assert '<table class="comparison sortable">' in dom and dom.count("<svg") == 4  # 2 histograms + 2D/3D joints
     assert dom.count('src="data:image/png;base64,') == 2
 
 

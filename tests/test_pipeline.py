@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from annotator.body.joints import COCO17_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY_JOB = {
@@ -18,12 +20,14 @@ TINY_JOB = {
     "datasets": [
         {"name": "lab", "format": "synth", "role": "aux3d", "synth": {"domain": "lab", "num_images": 24, "seed": 3}},
         {"name": "wild", "format": "synth", "role": "target", "synth": {"domain": "wild", "num_images": 8, "seed": 4}},
+        {"name": "w3d", "format": "synth", "role": "eval3d", "synth": {"domain": "wild3d", "num_images": 4, "seed": 5}},
     ],
     "manifest": {"shard_size": 7},
     "crop": {"size": 32},
     "pose_prior": {"epochs": 2, "batch_size": 16},
     "pretrain": {"epochs": 1, "batch_size": 8},
     "finetune": {"epochs": 1, "batch_size": 8},
+    "estimator": {"epochs": 1, "batch_size": 8},
     "ray": {"inference_batch_size": 8},
 }
 
@@ -95,6 +99,29 @@ def test_tiny_job_end_to_end(tiny_run, body_model):
     report = json.loads((run / "reports" / "summary.json").read_text())
     outs = report["datasets"]["wild"]["outputs"]
     assert {"prior", "final"} <= set(outs) and outs["final"]["mpjpe"] > 0
+    assert outs["final"]["method"] == "cliff" and set(outs["final"]["per_joint"]["joint_err3d_mm"]) == set(COCO17_NAMES)
+    per_sample = pq.read_table(run / "reports" / "per_sample" / "wild.parquet").to_pandas()
+    final = per_sample[per_sample.output == "final"]
+    # per-joint 3D errors are the MPJPE's terms
+    np.testing.assert_allclose(np.stack(final.joint_err3d_mm).mean(axis=1), final.mpjpe, rtol=1e-4)
+    # annotation time: the cliff steps' wall seconds from the state records
+    at = report["annotation_time"]
+    assert set(at["steps"]) == {"train-prior", "pretrain", "predict-prior", "finetune", "reinfer"}
+    assert at["seconds"] == pytest.approx(sum(summary[s]["seconds"] for s in at["steps"]), abs=0.1)
+    assert at["instances"] == len(manifest)
+
+    # indirect error: an estimator trained from scratch on lab + the pseudo-GT, tested on w3d
+    est = summary["train-estimator"]["outputs"]
+    assert est["resumed_from"] is None and est["trained_on"] == {"aux3d": ["lab"], "pseudo_gt": ["wild"],
+                                                                 "pseudo_gt_method": "cliff"}
+    assert est["metrics"]["samples"] > 0
+    w3d = read_dir(run / "manifest" / "w3d")
+    evaluated = read_dir(run / "evaluation" / "w3d")
+    assert sorted(evaluated.sample_id) == sorted(w3d.sample_id) and set(evaluated.method) == {"estimator"}
+    indirect = report["indirect"]["w3d"]
+    assert indirect["instances"] == len(w3d) and indirect["estimator"]["mpjpe"] > indirect["estimator"]["pa_mpjpe"] > 0
+    table = pq.read_table(run / "reports" / "indirect" / "w3d.parquet").to_pandas()
+    assert table.mpjpe.mean() == pytest.approx(indirect["estimator"]["mpjpe"], abs=1e-2)
 
 
 @pytest.mark.slow
@@ -163,7 +190,8 @@ def test_method_smplify_fits_closer_in_2d_than_the_prior(tiny_run):
     from annotator.run import run_job
 
     job, run, _ = tiny_run
-    summary = run_job(load_job(job, ["method=smplify", "smplify.camera_iters=10", "smplify.body_iters=40"]))
+    summary = run_job(load_job(job, ["method=smplify", "smplify.camera_iters=10", "smplify.body_iters=40",
+                                     "steps=[manifest, train-prior, pretrain, predict-prior, reinfer, report]"]))
     assert summary["reinfer"]["status"] == "ran" and "finetune" not in summary
     manifest = read_dir(run / "manifest" / "wild")
     pgt = read_dir(run / "pseudo_gt" / "wild")

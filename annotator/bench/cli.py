@@ -1,7 +1,10 @@
-"""``annotator bench ...``: throughput of the production paths.
+"""``annotator bench ...``: quality and throughput of the product, measured in one run each.
 
+* ``quality``: every annotation method and ablation on one seeded synthetic world - 2D,
+  direct and indirect 3D errors, annotation time (:mod:`annotator.bench.quality`);
 * ``throughput``: the inference pipeline vs the bare model, actor scaling, memory vs
   manifest size, decode and finetune rates (:mod:`annotator.bench.throughput`);
+* ``smplify``: the fitting baseline alone on synthetic people (:mod:`annotator.bench.smplify`);
 * ``body`` / ``synth``: the same measurements as ``annotator body bench`` and
   ``annotator synth bench`` (body-model forward; synthetic data generation).
 """
@@ -45,11 +48,39 @@ def add_commands(subparsers) -> None:
     f.add_argument("--batch-size", type=int, default=64)
     f.set_defaults(func=_smplify)
 
+    q = sub.add_parser("quality", help="smplify / prior / cliff and the ablations on one synthetic world: "
+                                      "2D, MPJPE, PA-MPJPE, PVE, x/y/z, time, indirect error")
+    q.add_argument("--seed", type=int, default=None, help="picks the synthetic world (default 0)")
+    q.add_argument("--out", default=None, help="also write the numbers as JSON here (local or s3://)")
+    q.add_argument("--work-dir", default=None,
+                   help="keep the runs here; a later bench run with the same dir reuses finished steps")
+    q.add_argument("--methods", nargs="+", default=None, metavar="LABEL",
+                   help="subset of: cliff prior smplify cliff-no-prior-reg cliff-no-bbox cliff-crop-loss")
+    q.add_argument("--no-indirect", dest="indirect", action="store_false", default=None,
+                   help="skip the indirect error (estimator trained on the pseudo-GT)")
+    for name in ("lab_images", "wild_images", "wild3d_images", "crop_size", "pretrain_epochs", "finetune_epochs",
+                 "estimator_epochs", "ray_cpus"):
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None)
+    q.set_defaults(func=_quality)
+
     s = sub.add_parser("synth", help="synthetic data generation rate (= annotator synth bench)")
     s.add_argument("--domain", default="wild", choices=["lab", "wild", "wild3d"])
     s.add_argument("--num-images", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synth)
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from annotator.bench.quality import format_table, run_bench, settings_from_args
+    from annotator.steps.base import setup_logging
+
+    setup_logging()
+    result = run_bench(settings_from_args(args))
+    print(format_table(result))
+    if args.out:
+        storage.write_bytes_atomic(args.out, (json.dumps(result, indent=2) + "\n").encode())
+        print(f"wrote {storage.redact(args.out)}")
+    return 0
 
 
 def _smplify(args: argparse.Namespace) -> int:

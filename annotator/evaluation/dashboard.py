@@ -307,7 +307,7 @@ def histogram_svg(values: dict[str, np.ndarray], x_title: str, bins: int = HIST_
     return _svg(parts, "histogram")
 
 
-def bar_chart_svg(categories: Sequence[str], series: dict[str, np.ndarray], y_title: str) -> str:
+def bar_chart_svg(categories: Sequence[str], series: dict[str, np.ndarray], y_title: str, unit: str = "px") -> str:
     """Grouped vertical bars: one group per category, one bar per series."""
     vmax = max((float(np.nanmax(v)) for v in series.values() if np.isfinite(v).any()), default=0.0)
     if not series or vmax <= 0:
@@ -328,7 +328,7 @@ def bar_chart_svg(categories: Sequence[str], series: dict[str, np.ndarray], y_ti
             h = plot_h * v / y_ticks[-1]
             parts.append(f'<rect x="{x0 + j * bar_w:.1f}" y="{MARGIN["top"] + plot_h - h:.1f}" width="{bar_w:.1f}" '
                          f'height="{h:.1f}" fill="{OUTPUT_COLOURS.get(label, "#999")}">'
-                         f'<title>{html.escape(label)} {html.escape(cat)}: {v:.1f} px</title></rect>')
+                         f'<title>{html.escape(label)} {html.escape(cat)}: {v:.1f} {html.escape(unit)}</title></rect>')
         cx, cy = MARGIN["left"] + (i + 0.5) * group_w, MARGIN["top"] + plot_h + 8
         parts.append(f'<text x="{cx:.1f}" y="{cy:.1f}" transform="rotate(-45 {cx:.1f} {cy:.1f})" '
                      f'text-anchor="end">{html.escape(cat)}</text>')
@@ -416,6 +416,47 @@ def per_joint_html(table: pd.DataFrame) -> str:
             f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></details>")
 
 
+def per_joint_3d_html(per_sample: pd.DataFrame) -> str:
+    """Per-joint mean 3D error (mid-hip aligned, mm) of each output, from the report's
+    ``joint_err3d_mm`` column (present where the dataset has 3D truth)."""
+    col = "joint_err3d_mm"
+    if col not in per_sample or per_sample[col].isna().all():
+        return ""
+    series = {}
+    for output, g in per_sample.groupby("output", sort=False):
+        vals = g[col].dropna()
+        if len(vals):
+            series[str(output)] = np.nanmean(np.stack([np.asarray(v, np.float64) for v in vals]), axis=0)
+    chart = bar_chart_svg(list(COCO17_NAMES), series, "mean 3D error (mm)", unit="mm")
+    return "<h3>3D error per joint (COCO-17, mid-hip aligned)</h3>" + chart
+
+
+def run_overview_html(summary: dict) -> str:
+    """The method, its annotation time and the indirect error (from ``summary.json``)."""
+    parts = []
+    at = summary.get("annotation_time")
+    if at:
+        rows = "".join(f"<tr>{_cell(step)}{_cell(float(sec), 1)}</tr>" for step, sec in at["steps"].items())
+        rate = at.get("instances_per_s")
+        parts.append(f"<h2>Annotation time ({html.escape(str(at['method']))})</h2>"
+                     f'<p class="note">{at["instances"]:,} target instances in {at["seconds"]:,.1f} s of annotation '
+                     f"steps ({'n/a' if rate is None else f'{rate:,.2f}'} instances/s)</p>"
+                     '<table class="annotation-time"><thead><tr><th>step</th><th>time (s)</th></tr></thead>'
+                     f"<tbody>{rows}</tbody></table>")
+    indirect = summary.get("indirect") or {}
+    if indirect:
+        cols = [c for c in ("mpjpe", "pa_mpjpe", "pve", "err2d_px") if c in METRIC_BY_COLUMN]
+        head = "<th>test set</th><th>pseudo-GT of</th><th>instances</th>" + "".join(f"<th>{_header(c)}</th>" for c in cols)
+        rows = "".join(
+            f"<tr>{_cell(name)}{_cell(str(r.get('pseudo_gt_method', '')))}{_cell(int(r.get('instances', 0)))}"
+            + "".join(_cell(_float(r["estimator"].get(c)), METRIC_BY_COLUMN[c].digits) for c in cols) + "</tr>"
+            for name, r in indirect.items())
+        parts.append('<h2>Indirect error</h2><p class="note">An estimator of the same architecture trained from '
+                     "scratch on the aux3d sets + this run's pseudo-GT, tested on held-out 3D sets (NeuralAnnot).</p>"
+                     f'<table class="indirect sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')
+    return "".join(parts)
+
+
 def worst_html(report: DatasetReport) -> str:
     if not report.worst:
         return '<p class="note">no worst samples listed (no rows, or --worst 0)</p>'
@@ -454,6 +495,7 @@ def dataset_html(report: DatasetReport) -> str:
                          f"{histogram_svg(values, f'{m.label} ({m.unit})')}</div>")
     parts.append('<div class="charts">' + "".join(hists) + "</div>")
     parts.append("<h3>2D error per joint (COCO-17, annotated joints only)</h3>" + per_joint_html(report.per_joint))
+    parts.append(per_joint_3d_html(ps))
     parts.append("<h3>Worst samples</h3>" + worst_html(report) + "</section>")
     return "".join(parts)
 
@@ -515,7 +557,7 @@ def build_dashboard(run_dir: str, worst: int = 6, body=None) -> str:
                     f"<tbody>{step_rows}</tbody></table></details>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>annotator dashboard: {html.escape(run_name)}</title><style>{STYLE}</style></head><body>"
-            + "".join(head) + "".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")
+            + "".join(head) + run_overview_html(summary) + "".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")
 
 
 def write_dashboard(run_dir: str, out: str | None = None, worst: int = 6, body=None) -> str:
@@ -526,5 +568,6 @@ def write_dashboard(run_dir: str, out: str | None = None, worst: int = 6, body=N
 
 
 __all__ = ["Metric", "METRICS", "DatasetReport", "dataset_names", "read_outputs", "per_sample_table",
-           "comparison_table", "per_joint_errors", "per_joint_table", "worst_samples", "read_steps",
+           "comparison_table", "per_joint_errors", "per_joint_table", "per_joint_3d_html", "run_overview_html",
+           "worst_samples", "read_steps",
            "nice_ticks", "histogram_svg", "bar_chart_svg", "build_report", "build_dashboard", "write_dashboard"]

@@ -1,0 +1,272 @@
+"""``annotator bench quality``: the annotators of the papers compared on one synthetic world.
+
+A seeded synthetic world - ``lab`` (Human3.6M-like, 3D truth) to pretrain, ``wild``
+(COCO-like, annotated in 2D only) to annotate, ``wild3d`` (3DPW-like) for the indirect
+test - is annotated by every method and ablation with the real pipeline
+(:func:`annotator.run.run_job` on a local Ray), and each one's pseudo-GT of ``wild`` is
+scored against the world's hidden 3D truth on the same instances:
+
+=====================  ==================================================================
+``cliff``              pretrain -> predict-prior -> finetune (prior reg.) -> reinfer
+``prior``              the pretrained network's predictions (CLIFF's ablation)
+``smplify``            SMPLify fitting started from the prior (SPIN-style, NeuralAnnot's rival)
+``cliff-no-prior-reg`` finetune without regularisation towards the prior
+``cliff-no-bbox``      HMR-style crop-only input (own pretrain)
+``cliff-crop-loss``    crop-frame reprojection loss in pretrain and finetune (own pretrain)
+=====================  ==================================================================
+
+The variants that share a pretrained network run one after the other in one run
+directory, so the run's state records let them reuse it (and a second bench run with the
+same ``--work-dir`` reuses every finished step). ``cliff``, ``prior`` and ``smplify`` also
+get the indirect error: an estimator trained from scratch on ``lab`` + their pseudo-GT,
+tested on ``wild3d``.
+
+``seconds`` of a method is the wall time of its annotation steps (pretrain included, see
+:data:`annotator.evaluation.reports.ANNOTATION_STEPS`), read from the state records, so a
+reused step counts with the time it took when it ran.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+log = logging.getLogger("annotator")
+
+TARGET = "wild"
+EVAL3D = "wild3d"
+#: One row of the bench table: the final output's means over the common instances.
+ERROR_COLUMNS = ("err2d_px", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z")
+INDIRECT_COLUMNS = ("mpjpe", "pa_mpjpe", "pve")
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    group: str
+    """Run directory: variants of one group share their pretrained network."""
+    overrides: tuple[tuple[str, object], ...] = ()
+    """``key.path -> value`` changes of the bench job (as ``--set``)."""
+    indirect: bool = False
+    """Also train and test the indirect-error estimator on this variant's pseudo-GT."""
+
+
+VARIANTS = (  # run order matters inside a group: the last one may replace shared steps
+    Variant("cliff", "base", indirect=True),
+    Variant("prior", "base", (("method", "prior"),), indirect=True),
+    Variant("smplify", "base", (("method", "smplify"),), indirect=True),
+    Variant("cliff-no-prior-reg", "base", (("finetune.use_prior_reg", False),)),
+    Variant("cliff-no-bbox", "no-bbox", (("network.use_bbox_info", False),)),
+    Variant("cliff-crop-loss", "crop-loss", (("pretrain.reprojection", "crop"), ("finetune.reprojection", "crop"))),
+)
+VARIANT_BY_LABEL = {v.label: v for v in VARIANTS}
+
+ORDERINGS = (
+    # (claim, paper, better label, worse label, metric)
+    ("the finetuned annotator beats its own prior on 3D", "CLIFF Tab. 2 / supp. Tab. 2", "cliff", "prior", "mpjpe"),
+    ("the finetuned annotator beats its own prior on 2D", "CLIFF supp. Tab. 2", "cliff", "prior", "err2d_px"),
+    ("the annotator beats SMPLify on 3D", "NeuralAnnot Tab. 3-4", "cliff", "smplify", "mpjpe"),
+    ("SMPLify has the lower 2D error", "NeuralAnnot Tab. 3-4", "smplify", "cliff", "err2d_px"),
+    ("bbox input lowers MPJPE", "CLIFF Tab. 2", "cliff", "cliff-no-bbox", "mpjpe"),
+    ("full-frame reprojection lowers MPJPE", "CLIFF Tab. 2", "cliff", "cliff-crop-loss", "mpjpe"),
+    ("regularising towards the prior lowers MPJPE", "NeuralAnnot Alg. 1 / three recipes", "cliff",
+     "cliff-no-prior-reg", "mpjpe"),
+)
+
+
+@dataclass
+class QualitySettings:
+    seed: int = 0
+    lab_images: int = 600
+    """Pretraining set (one person per image)."""
+    wild_images: int = 150
+    """Annotated set (1-4 people per image)."""
+    wild3d_images: int = 80
+    """Indirect test set (1-2 people per image)."""
+    crop_size: int = 64
+    backbone: str = "resnet18"
+    pretrain_epochs: int = 10
+    finetune_epochs: int = 6
+    estimator_epochs: int = 6
+    methods: tuple[str, ...] = tuple(v.label for v in VARIANTS)
+    indirect: bool = True
+    work_dir: str | None = None
+    """Keep the runs here (reused by a later bench run); default: a temporary directory."""
+    ray_cpus: int | None = None
+    extra: dict = field(default_factory=dict)
+    """Further ``key.path -> value`` overrides applied to every variant."""
+
+
+def bench_job(s: QualitySettings, root: str, group: str) -> dict:
+    """The bench's job (as a job file would hold it) for one run group."""
+    seeds = {name: s.seed * 100 + i for i, name in enumerate(("lab", TARGET, EVAL3D))}
+    datasets = [
+        {"name": "lab", "format": "synth", "role": "aux3d",
+         "synth": {"domain": "lab", "num_images": s.lab_images, "seed": seeds["lab"]}},
+        {"name": TARGET, "format": "synth", "role": "target",
+         "synth": {"domain": "wild", "num_images": s.wild_images, "seed": seeds[TARGET]}},
+    ]
+    if s.indirect:
+        datasets.append({"name": EVAL3D, "format": "synth", "role": "eval3d",
+                         "synth": {"domain": "wild3d", "num_images": s.wild3d_images, "seed": seeds[EVAL3D]}})
+    return {
+        "name": group,
+        "storage": {"root": root},
+        "datasets": datasets,
+        "manifest": {"shard_size": 500},
+        "crop": {"size": s.crop_size},
+        "network": {"backbone": s.backbone},
+        "pose_prior": {"epochs": 30},
+        "pretrain": {"epochs": s.pretrain_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
+        "finetune": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 1e-4, "seed": s.seed},
+        "estimator": {"epochs": s.estimator_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
+        "ray": {"inference_batch_size": 64},
+    }
+
+
+def variant_config(s: QualitySettings, root: str, variant: Variant):
+    from annotator.config import apply_override, parse_job
+
+    job = bench_job(s, root, variant.group)
+    for key, value in (*variant.overrides, *s.extra.items()):
+        apply_override(job, f"{key}={json.dumps(value)}")
+    if not (variant.indirect and s.indirect):
+        job["steps"] = [st for st in _steps() if st not in ("train-estimator", "evaluate")]
+    cfg = parse_job(job, source=f"bench quality: {variant.label}").with_absolute_paths()
+    if cfg.method_label != variant.label:  # the reports must name the variant as the bench does
+        raise AssertionError(f"variant {variant.label}: job's method label is {cfg.method_label}")
+    return cfg
+
+
+def _steps() -> list[str]:
+    from annotator.config import STEPS
+
+    return list(STEPS)
+
+
+def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -> dict:
+    """Run one variant's job; keep a copy of its reports under ``results/<label>/``."""
+    from annotator.run import run_job
+
+    cfg = variant_config(s, root, variant)
+    t0 = time.monotonic()
+    summary = run_job(cfg)
+    wall = time.monotonic() - t0
+    out = os.path.join(results, variant.label)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    shutil.copytree(os.path.join(cfg.run_root, "reports"), out, ignore=shutil.ignore_patterns("*.html"))
+    ran = [k for k, v in summary.items() if v["status"] == "ran"]
+    log.info("[bench quality] %s: %.0fs wall (ran %s)", variant.label, wall, ", ".join(ran) or "nothing")
+    return {"wall_seconds": round(wall, 1), "ran": ran}
+
+
+def final_rows(results: str, label: str) -> pd.DataFrame:
+    """The variant's per-sample errors of its final output on the target set (by sample_id)."""
+    df = pd.read_parquet(os.path.join(results, label, "per_sample", f"{TARGET}.parquet"))
+    return df[df["output"] == "final"].set_index("sample_id")
+
+
+def summarise(results: str, labels: list[str]) -> dict:
+    """Per variant: means over the instances every variant annotated, seconds, indirect."""
+    rows = {label: final_rows(results, label) for label in labels}
+    common = None
+    for df in rows.values():
+        common = df.index if common is None else common.intersection(df.index)
+    common = common.sort_values() if common is not None else pd.Index([])
+    methods = {}
+    for label, df in rows.items():
+        sel = df.loc[common]
+        entry = {c: round(float(sel[c].mean()), 2) for c in ERROR_COLUMNS if c in sel}
+        with open(os.path.join(results, label, "summary.json"), encoding="utf-8") as fh:
+            summary = json.load(fh)
+        entry["seconds"] = summary.get("annotation_time", {}).get("seconds")
+        indirect = summary.get("indirect", {}).get(EVAL3D, {}).get("estimator")
+        if indirect:
+            entry.update({f"indirect_{c}": round(float(indirect[c]), 2) for c in INDIRECT_COLUMNS if c in indirect})
+        methods[label] = entry
+    return {"instances": int(len(common)), "methods": methods, "orderings": check_orderings(methods)}
+
+
+def check_orderings(methods: dict[str, dict]) -> list[dict]:
+    """The papers' claims, each with whether this benchmark reproduces it (None: a variant
+    was not run)."""
+    out = []
+    for claim, paper, better, worse, metric in ORDERINGS:
+        a, b = methods.get(better, {}).get(metric), methods.get(worse, {}).get(metric)
+        holds = None if a is None or b is None else bool(a < b)
+        out.append({"claim": claim, "paper": paper, "metric": metric, "better": better, "worse": worse,
+                    "values": [a, b], "holds": holds})
+    return out
+
+
+def run_bench(s: QualitySettings) -> dict:
+    import ray
+
+    unknown = [m for m in s.methods if m not in VARIANT_BY_LABEL]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(VARIANT_BY_LABEL)}")
+    tmp = None if s.work_dir else tempfile.mkdtemp(prefix="annotator-bench-quality-")
+    work = os.path.abspath(s.work_dir or tmp)
+    root, results = os.path.join(work, f"seed-{s.seed}"), os.path.join(work, f"seed-{s.seed}", "results")
+    os.makedirs(results, exist_ok=True)
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=s.ray_cpus or max(2, os.cpu_count() or 2), include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False)
+        started_ray = True
+    t0 = time.monotonic()
+    try:
+        runs = {}
+        for variant in [v for v in VARIANTS if v.label in s.methods]:
+            runs[variant.label] = run_variant(s, root, variant, results)
+        table = summarise(results, [v.label for v in VARIANTS if v.label in s.methods])
+    finally:
+        if started_ray:
+            ray.shutdown()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    settings = asdict(s)
+    settings["methods"] = list(s.methods)
+    return {"seed": s.seed, **table, "wall_seconds": round(time.monotonic() - t0, 1), "runs": runs,
+            "settings": settings, "cpu_count": os.cpu_count()}
+
+
+def format_table(result: dict) -> str:
+    cols = ("err2d_px", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z", "seconds")
+    head = ("method", "2D px", "MPJPE", "PA-MPJPE", "PVE", "x", "y", "z", "time s")
+    ind = any("indirect_mpjpe" in m for m in result["methods"].values())
+    if ind:
+        head += ("ind. MPJPE", "ind. PA-MPJPE", "ind. PVE")
+    lines = [f"seed {result['seed']}: {result['instances']} instances of the synthetic wild set "
+             "(errors in mm except 2D; time = wall s of the method's annotation steps)",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, m in result["methods"].items():
+        vals = [m.get(c) for c in cols] + ([m.get(f"indirect_{c}") for c in INDIRECT_COLUMNS] if ind else [])
+        lines.append("| " + " | ".join([label] + ["-" if v is None else f"{v:.1f}" for v in vals]) + " |")
+    lines.append("")
+    for o in result["orderings"]:
+        mark = {True: "holds", False: "DOES NOT HOLD", None: "not run"}[o["holds"]]
+        vals = "" if o["holds"] is None else f" ({o['better']} {o['values'][0]:.1f} vs {o['worse']} {o['values'][1]:.1f})"
+        lines.append(f"- {o['claim']} [{o['paper']}, {o['metric']}]: {mark}{vals}")
+    return "\n".join(lines)
+
+
+def settings_from_args(args) -> QualitySettings:
+    base = QualitySettings()
+    values = {k: getattr(args, k) for k in asdict(base) if getattr(args, k, None) is not None}
+    if "methods" in values:
+        values["methods"] = tuple(values["methods"])
+    return QualitySettings(**{**asdict(base), **copy.deepcopy(values)})
+
+
+__all__ = ["QualitySettings", "VARIANTS", "ORDERINGS", "bench_job", "variant_config", "run_bench", "summarise",
+           "check_orderings", "format_table", "settings_from_args"]
+
