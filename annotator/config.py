@@ -74,6 +74,10 @@ class SynthConfig(Strict):
     """Same seed, same bytes."""
     image_size: tuple[int, int] | None = None
     """(width, height); default depends on the domain."""
+    keypoint_noise: float = Field(1.0, ge=0)
+    """``wild`` only: simulated human labelling noise on the annotated 2D keypoints, in units of
+    COCO's measured annotator spread (per keypoint, std ``sigma_k * sqrt(area)``, COCO OKS sigmas).
+    1 = COCO-like, 0 = exact projections. The ground-truth file always keeps the exact ones."""
 
 
 class DatasetConfig(Strict):

@@ -23,7 +23,7 @@ def datasets(tmp_path_factory, body_model):
     for key, domain, n, seed in (("wild", "wild", 4, 0), ("wild_again", "wild", 4, 0), ("wild_seed1", "wild", 4, 1),
                                  ("lab", "lab", 3, 0), ("lab_again", "lab", 3, 0), ("wild3d", "wild3d", 2, 0)):
         d = root / key
-        res = generate(domain, n, seed, str(d), model=body_model)
+        res = generate(domain, n, seed, str(d), model=body_model, keypoint_noise=0.0)
         assert res.annotations == annotation_path(str(d), domain) and res.ground_truth == str(d / GT_FILE)
         out[key] = (d, res.summary)
     return out
@@ -144,6 +144,30 @@ def test_another_process_with_more_threads_writes_the_same_bytes(datasets, tmp_p
 
     out = tmp_path / "wild_subprocess"
     code = ("import torch; torch.set_num_threads(2); from annotator.data.synth import generate; "
-            f"generate('wild', 4, 0, {str(out)!r})")
+            f"generate('wild', 4, 0, {str(out)!r}, keypoint_noise=0.0)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert _files(out) == _files(datasets["wild"][0])
+
+
+def test_wild_labels_carry_coco_like_annotator_noise(datasets, tmp_path, body_model):
+    """keypoint_noise=1: labelled keypoints scatter around the exact projections with COCO's
+    per-keypoint spread (RMS sigma_k * sqrt(area)); images, truth and visibility are unchanged."""
+    from annotator.body.joints import COCO17_OKS_SIGMAS
+
+    exact_dir, _ = datasets["wild"]
+    noisy_dir = tmp_path / "noisy"
+    generate("wild", 4, 0, str(noisy_dir), model=body_model, keypoint_noise=1.0)
+    exact, noisy = _files(exact_dir), _files(noisy_dir)
+    assert all(exact[k] == noisy[k] for k in exact if k.endswith((".jpg", ".parquet")))
+    ann = json.loads(noisy["annotations/person_keypoints.json"])["annotations"]
+    ref = {a["id"]: a for a in json.loads(exact["annotations/person_keypoints.json"])["annotations"]}
+    ratios = []
+    for a in ann:
+        k_noisy, k_exact = np.reshape(a["keypoints"], (17, 3)), np.reshape(ref[a["id"]]["keypoints"], (17, 3))
+        assert np.array_equal(k_noisy[:, 2], k_exact[:, 2]) and a["bbox"] == ref[a["id"]]["bbox"]
+        lab = k_noisy[:, 2] > 0
+        d2 = ((k_noisy[lab, :2] - k_exact[lab, :2]) ** 2).sum(1)
+        ratios.extend(d2 / (np.asarray(COCO17_OKS_SIGMAS)[lab] ** 2 * a["area"]))
+    assert len(ratios) > 30
+    # E[d^2 / (sigma^2 area)] = 1 for the intended spread (a few labels are clipped at the border)
+    assert 0.6 < float(np.mean(ratios)) < 1.4, np.mean(ratios)

@@ -75,6 +75,11 @@ COCO17_NAMES = (
     "left_knee", "right_knee", "left_ankle", "right_ankle",
 )
 COCO23_NAMES = COCO17_NAMES + FOOT_NAMES
+COCO17_OKS_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
+                     0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
+"""Per COCO-17 keypoint: the spread of human annotators measured by COCO on redundantly labelled
+images, as a fraction of the object scale ``sqrt(area)`` (the ``sigmas`` of the OKS metric in
+pycocotools' ``COCOeval``). Nose is clicked most consistently, hips least."""
 MPII16_NAMES = (
     "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis",
     "thorax", "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder",

@@ -29,11 +29,10 @@ def _manifest_task(job_json: str, ds_json: str, synth_dir: str, manifest_dir: st
     ds = DatasetConfig.model_validate_json(ds_json)
     synth = None
     if ds.format == "synth":
-        from annotator.data.synth import generate
+        from annotator.data.synth.pipeline import generate_from_config
 
         body_cfg = cfg.body_model.model_copy(update={"path": body_model_path})
-        synth = generate(domain=ds.synth.domain, num_images=ds.synth.num_images, seed=ds.synth.seed,
-                         out_dir=synth_dir, body_cfg=body_cfg, image_size=ds.synth.image_size)
+        synth = generate_from_config(ds.synth, synth_dir, body_cfg)
         ds = ds.model_copy(update={"format": synth.format, "path": synth.annotations,
                                    "images": synth.images})
     info = build_manifest(ds, cfg.manifest, manifest_dir, rejects_dir)

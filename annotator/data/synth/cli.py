@@ -40,6 +40,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", help="output directory (local or s3://)")
     p.add_argument("--image-size", type=_size, default=None, metavar="WxH",
                    help="fixed image size (default: per domain)")
+    p.add_argument("--keypoint-noise", type=float, default=1.0,
+                   help="wild: labelling noise in units of COCO's annotator spread (0 = exact projections)")
     _body_model_args(p)
     p.set_defaults(func=_generate)
     sub = p.add_subparsers(dest="synth_command", required=False)
@@ -65,7 +67,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     if not args.domain or not args.out:
         raise SystemExit("annotator synth: --domain and --out are required to generate a dataset")
-    result = generate(args.domain, args.num_images, args.seed, args.out, _body_model(args), args.image_size)
+    result = generate(args.domain, args.num_images, args.seed, args.out, _body_model(args), args.image_size,
+                      keypoint_noise=args.keypoint_noise)
     summary = result.summary
     print(json.dumps({k: summary[k] for k in ("num_images", "num_people", "keypoint_visibility", "files")},
                      sort_keys=True))

@@ -37,7 +37,7 @@ from scipy.spatial.transform import Rotation
 
 import annotator
 from annotator import storage
-from annotator.body.joints import COCO17_NAMES, SMPL_JOINT_NAMES, select_keypoints
+from annotator.body.joints import COCO17_NAMES, COCO17_OKS_SIGMAS, SMPL_JOINT_NAMES, select_keypoints
 from annotator.config import BodyModelConfig, DatasetConfig, SynthConfig
 from annotator.data.synth import scene, writers
 from annotator.data.synth.raster import vertex_normals
@@ -48,6 +48,11 @@ KEYPOINT_CONVENTION = "coco17"
 GT_FILE = "ground_truth.parquet"
 SUMMARY_FILE = "synth.json"
 IMAGES_DIR = "images"
+KEEP_INSIDE_PX = 1e-3
+"""Noisy labels are clipped this far inside the image's right/bottom edge (COCO labels lie in it)."""
+NOISE_STREAM = 7_919
+"""Seeds the labelling-noise generator apart from the scene's own streams, so the amount of
+noise never changes what is rendered."""
 
 
 def annotation_relpath(domain: str) -> str:
@@ -221,9 +226,11 @@ class SynthResult:
 
 def generate(domain: str, num_images: int, seed: int, out_dir: str, body_cfg: BodyModelConfig | None = None,
              image_size: tuple[int, int] | None = None, *, model=None,
-             timings: dict[str, float] | None = None) -> SynthResult:
+             timings: dict[str, float] | None = None, keypoint_noise: float = 1.0) -> SynthResult:
     """Write a synthetic dataset of ``domain`` under ``out_dir`` (layout: module docstring).
 
+    ``keypoint_noise``: ``wild`` labelling noise in units of COCO's annotator spread
+    (:func:`labelled_keypoints`; 0 = exact projections).
     ``body_cfg``: the body model to load (default: the open model); ``model``: an already
     loaded one instead. ``timings``: if given, seconds per stage are accumulated into it.
     The same arguments, body model and library versions give byte-identical files; torch
@@ -232,7 +239,8 @@ def generate(domain: str, num_images: int, seed: int, out_dir: str, body_cfg: Bo
     """
     from annotator.body import load_body_model
 
-    cfg = SynthConfig(domain=domain, num_images=num_images, seed=seed, image_size=image_size)
+    cfg = SynthConfig(domain=domain, num_images=num_images, seed=seed, image_size=image_size,
+                      keypoint_noise=keypoint_noise)
     if model is None:
         model = load_body_model(body_cfg or BodyModelConfig())
     with _single_threaded():
@@ -246,7 +254,7 @@ def generate_from_config(cfg: SynthConfig, out_dir: str, body_cfg: BodyModelConf
                          model=None, timings: dict[str, float] | None = None) -> SynthResult:
     """:func:`generate` for a job's ``datasets[].synth`` block."""
     return generate(cfg.domain, cfg.num_images, cfg.seed, out_dir, body_cfg, cfg.image_size, model=model,
-                    timings=timings)
+                    timings=timings, keypoint_noise=cfg.keypoint_noise)
 
 
 def _generate(cfg: SynthConfig, out: str, model, timings: dict[str, float] | None) -> dict[str, Any]:
@@ -287,7 +295,8 @@ def _record(col, npz_rows, cfg, plan, k, p, ann_id, image_id, name, posed, uv, v
     col.archetypes[person.archetype] += 1
     col.visibility.update({int(v): int((vis == v).sum()) for v in (0, 1, 2)})
     if cfg.domain == "wild":
-        kps = np.concatenate([uv, vis[:, None]], axis=1)
+        labelled = labelled_keypoints(cfg, image_id, k, uv, vis, area, plan.width, plan.height)
+        kps = np.concatenate([labelled, vis[:, None]], axis=1)
         kps[vis == 0, :2] = 0.0  # COCO writes unlabelled keypoints as 0, 0, 0
         r = writers.COORD_DECIMALS
         col.annotations.append({
@@ -331,6 +340,23 @@ def _record(col, npz_rows, cfg, plan, k, p, ann_id, image_id, name, posed, uv, v
     gt["keypoints_2d"].append(uv.reshape(-1))
     gt["visibility"].append(vis)
     gt["bbox"].append(box)
+
+
+def labelled_keypoints(cfg: SynthConfig, image_id: int, person: int, uv: np.ndarray, vis: np.ndarray, area: float,
+                       width: int, height: int) -> np.ndarray:
+    """``(17, 2)`` exact projections ``uv`` made to look hand-labelled like COCO.
+
+    COCO measured each keypoint's annotator spread as ``sigma_k * s`` (RMS distance, ``s`` =
+    sqrt of the person's area; :data:`~annotator.body.joints.COCO17_OKS_SIGMAS`): each labelled
+    keypoint gets isotropic Gaussian noise with that RMS distance times ``cfg.keypoint_noise``
+    (per-axis std = RMS / sqrt 2), then is kept inside the image. Unlabelled ones get none."""
+    if cfg.keypoint_noise <= 0:
+        return uv
+    rng = np.random.default_rng((cfg.seed, image_id, person, NOISE_STREAM))
+    rms = cfg.keypoint_noise * np.asarray(COCO17_OKS_SIGMAS) * np.sqrt(max(area, 0.0))
+    noisy = uv + rng.standard_normal((len(vis), 2)) * (rms / np.sqrt(2.0))[:, None]
+    noisy = np.clip(noisy, 0.0, np.array([width, height]) - KEEP_INSIDE_PX)
+    return np.where((vis > 0)[:, None], noisy, uv)
 
 
 def ground_truth_table(gt: dict[str, list], domain: str, seed: int, model_id: str, checksum: str) -> pa.Table:
