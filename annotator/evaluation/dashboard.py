@@ -32,6 +32,7 @@ import torch
 
 from annotator import storage
 from annotator.body.joints import COCO17_NAMES
+from annotator.config import STEPS
 from annotator.evaluation import overlay
 from annotator.evaluation.metrics import joint_errors
 from annotator.evaluation.reports import read_parquet_dir, read_parquet_file
@@ -436,7 +437,9 @@ def run_overview_html(summary: dict) -> str:
     parts = []
     at = summary.get("annotation_time")
     if at:
-        rows = "".join(f"<tr>{_cell(step)}{_cell(float(sec), 1)}</tr>" for step, sec in at["steps"].items())
+        order = {step: i for i, step in enumerate(STEPS)}  # pipeline order (summary.json sorts keys)
+        rows = "".join(f"<tr>{_cell(step)}{_cell(float(sec), 1)}</tr>"
+                       for step, sec in sorted(at["steps"].items(), key=lambda kv: order.get(kv[0], len(order))))
         rate = at.get("instances_per_s")
         parts.append(f"<h2>Annotation time ({html.escape(str(at['method']))})</h2>"
                      f'<p class="note">{at["instances"]:,} target instances in {at["seconds"]:,.1f} s of annotation '
