@@ -1,0 +1,89 @@
+"""``annotator bench quality``: the variants' jobs, the table over common instances, the
+ordering checks, and (slow) one real run of two methods on a tiny world."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from annotator.bench import quality
+
+
+def test_every_variant_job_is_labelled_as_the_bench_names_it(tmp_path):
+    s = quality.QualitySettings(seed=3)
+    for v in quality.VARIANTS:
+        cfg = quality.variant_config(s, str(tmp_path), v)
+        assert cfg.method_label == v.label
+        assert cfg.run_root == os.path.join(str(tmp_path), v.group)
+        assert ("train-estimator" in cfg.steps) == v.indirect
+        assert [d.synth.seed for d in cfg.datasets] == [300, 301, 302]  # the world depends on the seed only
+    groups = {v.group for v in quality.VARIANTS}
+    assert groups == {"base", "no-bbox", "crop-loss"}  # three pretrains in all
+    crop = quality.variant_config(s, str(tmp_path), quality.VARIANT_BY_LABEL["cliff-crop-loss"])
+    assert crop.pretrain.reprojection == crop.finetune.reprojection == "crop"
+    no_ind = quality.variant_config(quality.QualitySettings(indirect=False), str(tmp_path), quality.VARIANTS[0])
+    assert "evaluate" not in no_ind.steps and [d.role for d in no_ind.datasets] == ["aux3d", "target"]
+
+
+def _write_result(results, label, ids, err2d, mpjpe, seconds, indirect=None):
+    d = results / label / "per_sample"
+    d.mkdir(parents=True)
+    n = len(ids)
+    rows = pd.DataFrame({"sample_id": ids * 2, "output": ["prior"] * n + ["final"] * n,
+                         "err2d_px": [99.0] * n + list(err2d), "mpjpe": [999.0] * n + list(mpjpe)})
+    for c in ("pa_mpjpe", "pve", "err_x", "err_y", "err_z"):
+        rows[c] = rows["mpjpe"] / 2
+    rows.to_parquet(d / f"{quality.TARGET}.parquet", index=False)
+    summary = {"annotation_time": {"seconds": seconds}}
+    if indirect:
+        summary["indirect"] = {quality.EVAL3D: {"estimator": indirect}}
+    (results / label / "summary.json").write_text(json.dumps(summary))
+
+
+def test_summary_uses_common_instances_and_checks_the_orderings(tmp_path):
+    _write_result(tmp_path, "cliff", ["w/1", "w/2", "w/3"], [10, 20, 30], [100, 200, 300], 50.0,
+                  {"mpjpe": 150.0, "pa_mpjpe": 80.0, "pve": 170.0})
+    # prior lost w/3 (e.g. rejected): every method is averaged over w/1 and w/2 only
+    _write_result(tmp_path, "prior", ["w/1", "w/2"], [40, 40], [400, 600], 20.0)
+    _write_result(tmp_path, "smplify", ["w/2", "w/1", "w/3"], [5, 5, 1000], [500, 300, 0], 30.0)
+    out = quality.summarise(str(tmp_path), ["cliff", "prior", "smplify"])
+    assert out["instances"] == 2
+    m = out["methods"]
+    assert m["cliff"]["err2d_px"] == 15.0 and m["cliff"]["mpjpe"] == 150.0 and m["cliff"]["pa_mpjpe"] == 75.0
+    assert m["prior"]["mpjpe"] == 500.0 and m["smplify"]["mpjpe"] == 400.0 and m["smplify"]["err2d_px"] == 5.0
+    assert m["cliff"]["seconds"] == 50.0 and m["cliff"]["indirect_mpjpe"] == 150.0 and "indirect_mpjpe" not in m["prior"]
+    holds = {(o["better"], o["worse"], o["metric"]): o["holds"] for o in out["orderings"]}
+    assert holds[("cliff", "prior", "mpjpe")] is True and holds[("cliff", "smplify", "mpjpe")] is True
+    assert holds[("smplify", "cliff", "err2d_px")] is True
+    assert holds[("cliff", "cliff-no-bbox", "mpjpe")] is None  # not run
+    text = quality.format_table({"seed": 0, **out})
+    assert "| cliff | 15.0 | 150.0 | 75.0 |" in text and "not run" in text
+    _write_result(tmp_path, "cliff-no-bbox", ["w/1", "w/2"], [10, 10], [100, 100], 60.0)
+    out = quality.summarise(str(tmp_path), ["cliff", "cliff-no-bbox"])
+    bbox = next(o for o in out["orderings"] if o["worse"] == "cliff-no-bbox")
+    assert bbox["holds"] is False and bbox["values"] == [150.0, 100.0]
+    assert "DOES NOT HOLD" in quality.format_table({"seed": 0, **out})
+
+
+@pytest.mark.slow
+def test_bench_quality_runs_two_methods_on_a_tiny_world(tmp_path):
+    """The real bench path (run_job per variant on a local Ray, shared pretrain), tiny."""
+    s = quality.QualitySettings(seed=1, lab_images=16, wild_images=5, wild3d_images=3, crop_size=32,
+                                pretrain_epochs=1, finetune_epochs=1, estimator_epochs=1,
+                                methods=("cliff", "prior"), work_dir=str(tmp_path), ray_cpus=2)
+    result = quality.run_bench(s)
+    assert set(result["methods"]) == {"cliff", "prior"} and result["instances"] > 0
+    # prior reused the base run's pretrain: it only re-ran the steps after finetune
+    assert "pretrain" in result["runs"]["cliff"]["ran"] and "pretrain" not in result["runs"]["prior"]["ran"]
+    for m in result["methods"].values():
+        assert all(np.isfinite(m[c]) and m[c] > 0 for c in quality.ERROR_COLUMNS)
+        assert m["indirect_mpjpe"] > m["indirect_pa_mpjpe"] > 0 and m["seconds"] > 0
+    # the prior method's annotations are the cliff run's prior output, instance by instance
+    cliff = pd.read_parquet(tmp_path / "seed-1" / "results" / "cliff" / "per_sample" / "wild.parquet")
+    prior = quality.final_rows(str(tmp_path / "seed-1" / "results"), "prior")
+    ref = cliff[cliff.output == "prior"].set_index("sample_id").loc[prior.index]
+    np.testing.assert_allclose(prior["mpjpe"], ref["mpjpe"], rtol=1e-4)
+    assert result["methods"]["prior"]["seconds"] < result["methods"]["cliff"]["seconds"]
