@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import subprocess
@@ -54,15 +55,30 @@ def test_replicated_manifest_reuses_images_under_new_ids(inputs, tmp_path):
 
 
 def test_peak_memory_tracks_driver_and_a_worker_by_title():
-    worker_mib = 120
-    code = f"import time; x = b'\\x01' * ({worker_mib} << 20); time.sleep(1.5)"
+    worker_mib, busy_cpu_s = 120, 0.3
+    # allocate, burn a fixed amount of CPU, report the process's own CPU time, then idle so the
+    # sampler sees the final CPU count before the process ends
+    code = (f"import time; x = b'\\x01' * ({worker_mib} << 20); t = time.process_time()\n"
+            f"while time.process_time() - t < {busy_cpu_s}: pass\n"
+            "print(time.process_time(), flush=True); time.sleep(1.5)")
     with tp.PeakMemory(poll_s=0.1) as mem:
-        proc = subprocess.Popen([sys.executable, "-c", code, tp.WORKER_ROLES["actor"]])  # title names the role
-        assert proc.wait(timeout=30) == 0
+        proc = subprocess.Popen([sys.executable, "-c", code, tp.WORKER_ROLES["actor"]],  # title names the role
+                                stdout=subprocess.PIPE, text=True)
+        own_cpu_s = float(proc.stdout.readline())
+        assert proc.wait(timeout=60) == 0
     assert mem.count("actor") == 1
     assert worker_mib <= mem.peak_mib("actor") < worker_mib + 200
-    assert mem.peak_mib("decode") is None
+    assert own_cpu_s >= busy_cpu_s and mem.cpu_s("actor") == pytest.approx(own_cpu_s, abs=0.05)
+    assert mem.peak_mib("decode") is None and mem.cpu_s("decode") == 0.0
     assert mem.driver_mib > 50  # this process holds torch
+    assert not tp.decode_fused(mem.actor_titles)
+
+
+def test_decode_fused_reads_ray_data_actor_titles():
+    fused = "ray::MapWorker(MapBatches(decode_batch)->MapBatches(Predictor))"
+    separate = "ray::MapWorker(MapBatches(Predictor))"
+    assert tp.decode_fused({fused}) and tp.decode_fused({separate, fused})
+    assert not tp.decode_fused({separate}) and not tp.decode_fused(set())
 
 
 def test_measurements_give_positive_rates(inputs):
@@ -82,6 +98,28 @@ def test_marginal_rate_cancels_fixed_start_up():
     big = {"rows": 1100, "seconds": start_up + 1100 / rate}
     assert tp._marginal_rate(small, big) == pytest.approx(rate)
     assert tp._marginal_rate(small, small) is None
+
+
+@pytest.mark.slow
+def test_decode_is_a_separate_stage_for_cpu_and_gpu_actors(inputs, tmp_path):
+    """The real reinfer pipeline: Ray Data must not fuse decode into the Predictor actors,
+    neither with CPU actors (same ``num_cpus=1`` as the decode tasks, which Ray Data would
+    fuse) nor with GPU actors (a fake GPU: Ray only schedules it, the model runs on CPU)."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, logging_level="WARNING")
+    try:
+        tp.start_ray(None, inputs.cfg)  # joins this cluster, applies the pipeline's DataContext settings
+        shards = tp.write_replicated_manifest(inputs.rows, 12, str(tmp_path / "manifest"), TINY.shard_size)
+        gpu_cfg = inputs.cfg.model_copy(update={"ray": inputs.cfg.ray.model_copy(update={"gpus_per_actor": 1})})
+        runs = {"cpu": tp.pipeline_run(inputs, shards, 1, "cpu-actor"),
+                "gpu": tp.pipeline_run(dataclasses.replace(inputs, cfg=gpu_cfg), shards, 1, "gpu-actor")}
+    finally:
+        ray.shutdown()
+    for kind, run in runs.items():
+        assert run["rows"] == 12 and run["actors_seen"] >= 1, (kind, run)  # the actor's title was seen
+        assert run["decode_fused_into_actor"] is False, (kind, run)
+        assert run["actor_cpu_s"] > 0
 
 
 @pytest.mark.slow
@@ -105,3 +143,8 @@ def test_bench_cli_writes_the_result_contract(tmp_path, capsys):
     runs = res["detail"]["pipeline"]
     assert [runs[k]["rows"] for k in ("small_1_actor", "small_2_actors", "big_1_actor")] == [12, 12, 36]
     assert np.all([runs[k]["actor_peak_rss_mib"] > 100 for k in runs])  # torch + model in the actor
+    assert not any(runs[k]["decode_fused_into_actor"] for k in runs)
+    train = res["detail"]["finetune_ray_train"]  # the real finetune step on Ray Train, one epoch
+    # every row trained on, with the 1-actor run's output shards as its stored priors
+    assert train["samples"] == 12 and train["prior_shards"] == math.ceil(12 / res["detail"]["settings"]["shard_size"])
+    assert 0 < train["end_to_end_samples_per_s"] <= train["samples_per_s"]

@@ -34,6 +34,8 @@ def add_commands(subparsers) -> None:
     t.add_argument("--work-dir", default=None, help="keep images/manifests/outputs here (default: temp dir)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="write the result JSON here (local or s3://)")
+    t.add_argument("--no-ray-train", dest="ray_train_finetune", action="store_false",
+                   help="skip the finetune measured through Ray Train (saves ~2 min)")
     t.set_defaults(func=_throughput)
 
     b = sub.add_parser("body", help="body-model forward time (= annotator body bench)")
@@ -96,7 +98,7 @@ def _throughput(args: argparse.Namespace) -> int:
     settings = BenchSettings(instances=args.instances, big_instances=args.big_instances, batch_size=args.batch_size,
                              crop_size=args.crop_size, backbone=args.backbone, shard_size=args.shard_size,
                              num_images=args.num_images, device=args.device, ray_cpus=args.ray_cpus,
-                             work_dir=args.work_dir, seed=args.seed)
+                             work_dir=args.work_dir, seed=args.seed, ray_train_finetune=args.ray_train_finetune)
     result = run_bench(settings)
     print(format_table(result))
     text = json.dumps(result, indent=2)

@@ -20,6 +20,11 @@ machine and on whatever else runs on it):
 * ``finetune_samples_per_s``: the finetune step of :func:`annotator.steps.train.train_loop`
   (``to_model_batch`` + CliffNet + decode + ``compute_losses`` + backward + Adam) on
   pre-decoded crops, in this process without Ray (image decode is measured separately).
+  ``detail.finetune_ray_train`` has the real step besides: :func:`annotator.steps.train.run_training`
+  (``TorchTrainer``, 1 worker, Ray Data inputs: manifest -> prior attached -> shuffle ->
+  decode tasks) for one epoch over the ``instances`` manifest, with the 1-actor run's
+  predictions as the stored priors; its ``samples_per_s`` is the training loop's own epoch
+  rate, ``end_to_end_samples_per_s`` includes the trainer's start-up.
 
 Peak memory is read from ``/proc/<pid>/status`` (``VmHWM``, reset through
 ``/proc/<pid>/clear_refs`` at the start of each run where the kernel allows it, else the
@@ -69,6 +74,8 @@ RESULT_KEYS = ("efficiency", "scaling_2v1", "rss_ratio_20k_vs_2k", "decode_image
                "finetune_samples_per_s", "device")
 #: Decimal places kept for ratios and rates in the result JSON.
 DIGITS = 3
+#: Kernel clock ticks per second, the unit of the CPU times in ``/proc/<pid>/stat``.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ class BenchSettings:
     bare_batches: int = 10
     """Timed batches of the bare-model measurement (taken twice: before and after the 1-actor run)."""
     finetune_steps: int = 10
+    ray_train_finetune: bool = True
+    """Also run the real finetune step on Ray Train (one epoch over ``instances`` rows)."""
     decode_repeats: int = 3
     """Passes over the synthetic images for the decode measurement."""
     seed: int = 0
@@ -201,6 +210,17 @@ def _status_kb(pid: int | str, key: str) -> int | None:
     return None
 
 
+def _cpu_seconds(pid: int | str) -> float | None:
+    """User + system CPU seconds a process has used so far (``/proc/<pid>/stat`` fields 14-15;
+    None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": field 3 is fields[0]
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _reset_peak(pid: int) -> bool:
     """Reset a process's ``VmHWM`` to its current RSS (Linux ``clear_refs`` value 5)."""
     try:
@@ -245,12 +265,18 @@ def _role(title: str) -> str | None:
 
 
 class PeakMemory:
-    """Context manager: peak RSS (MiB) of this process and of its Ray workers by role.
+    """Context manager: peak RSS (MiB) and CPU seconds of this process's Ray workers by role,
+    and the driver's peak RSS.
 
     A background thread samples every :data:`MEMORY_POLL_S`; a worker's peak is its
     ``VmHWM`` (the kernel's own high-water mark, so short spikes between samples count),
     reset on entry for task workers that already exist (Ray reuses them); actors that
-    exist on entry belong to an earlier run and are ignored."""
+    exist on entry belong to an earlier run and are ignored. A worker's CPU seconds are
+    counted from entry (or its start) to its last sample; a reused task worker also counts
+    the other tasks it ran in between (the read and repartition tasks of the run).
+
+    CPU seconds, unlike rates, barely depend on what else runs on the machine: the
+    actor's CPU seconds per row bound the rate one actor reaches on free cores."""
 
     def __init__(self, poll_s: float = MEMORY_POLL_S):
         self.poll_s = poll_s
@@ -258,6 +284,9 @@ class PeakMemory:
         self.driver_kb = 0
         self.driver_start_kb = 0
         self.workers: dict[int, tuple[str, int]] = {}  # pid -> (role, peak kB)
+        self.cpu: dict[int, float] = {}  # pid -> CPU seconds at the last sample
+        self.cpu_start: dict[int, float] = {}  # pid -> CPU seconds on entry (reused task workers)
+        self.actor_titles: set[str] = set()
         self.before: set[int] = set()  # workers of earlier runs (e.g. an actor still shutting down)
         self.driver_reset = False
         self._stop = threading.Event()
@@ -269,8 +298,9 @@ class PeakMemory:
         for pid, title in _descendants(self.pid).items():
             if _role(title) == "actor":
                 self.before.add(pid)
-            else:  # task workers are reused across runs: count this run's peak only
+            else:  # task workers are reused across runs: count this run's peak and CPU only
                 _reset_peak(pid)
+                self.cpu_start[pid] = _cpu_seconds(pid) or 0.0
         self._thread.start()
         return self
 
@@ -292,8 +322,13 @@ class PeakMemory:
             role = _role(title) or (self.workers.get(pid, (None, 0))[0])
             if role is None:
                 continue
+            if role == "actor":
+                self.actor_titles.add(title)
             hwm = _status_kb(pid, "VmHWM") or 0
             self.workers[pid] = (role, max(hwm, self.workers.get(pid, (role, 0))[1]))
+            cpu = _cpu_seconds(pid)
+            if cpu is not None:
+                self.cpu[pid] = cpu
 
     def peak_mib(self, role: str) -> float | None:
         """Largest peak over the workers of ``role`` (None if none was seen)."""
@@ -302,6 +337,11 @@ class PeakMemory:
 
     def count(self, role: str) -> int:
         return sum(1 for r, _ in self.workers.values() if r == role)
+
+    def cpu_s(self, role: str) -> float:
+        """CPU seconds the workers of ``role`` used during the block (0.0 if none was seen)."""
+        return round(sum(self.cpu.get(pid, 0.0) - self.cpu_start.get(pid, 0.0)
+                         for pid, (r, _) in self.workers.items() if r == role), 2)
 
     @property
     def driver_mib(self) -> float:
@@ -383,11 +423,20 @@ def pipeline_run(inputs: Inputs, shards: list[str], actors: int, label: str) -> 
     got = res["datasets"][DATASET]
     if got["rejects"]:
         raise RuntimeError(f"bench run {label}: {got['rejects']} rows rejected (synthetic images unreadable?)")
-    return {"rows": got["rows"], "actors": actors, "seconds": round(t.wall, 2),
+    return {"rows": got["rows"], "actors": actors, "seconds": round(t.wall, 2), "out_dir": got["out_dir"],
             "instances_per_s": got["rows"] / t.wall,
             "driver_start_rss_mib": round(mem.driver_start_kb / 1024.0, 1),
             "driver_peak_rss_mib": mem.driver_mib, "actor_peak_rss_mib": mem.peak_mib("actor"),
-            "decode_worker_peak_rss_mib": mem.peak_mib("decode"), "actors_seen": mem.count("actor")}
+            "decode_worker_peak_rss_mib": mem.peak_mib("decode"), "actors_seen": mem.count("actor"),
+            "actor_cpu_s": mem.cpu_s("actor"), "decode_workers_cpu_s": mem.cpu_s("decode"),
+            "driver_cpu_s": round(t.cpu, 2), "decode_fused_into_actor": decode_fused(mem.actor_titles)}
+
+
+def decode_fused(actor_titles: set[str]) -> bool:
+    """Whether Ray Data ran the decode stage inside the inference actors (their process
+    title names every operator fused into the actor, e.g.
+    ``ray::MapWorker(MapBatches(decode_batch)->MapBatches(Predictor))``)."""
+    return any(WORKER_ROLES["decode"] in t for t in actor_titles)
 
 
 def decode_rate(inputs: Inputs, repeats: int, batch_size: int) -> dict[str, float]:
@@ -459,6 +508,44 @@ def finetune_rate(inputs: Inputs, steps: int, batch_size: int) -> dict[str, floa
     return {"samples_per_s": n / t.wall, "samples_per_cpu_s": n / max(t.cpu, 1e-9)}
 
 
+def finetune_ray_train_rate(inputs: Inputs, shards: list[str], batch_size: int, label: str,
+                            priors_from: str | None = None) -> dict[str, Any]:
+    """One epoch of the real ``finetune`` step on Ray Train over ``shards``.
+
+    :func:`annotator.steps.train.run_training` with ``TorchTrainer`` (1 worker, CPUs/GPUs
+    per ``ray.*``), starting from the bench weights; ``priors_from``: a folder of inference
+    outputs for the same manifest shards, copied in as the stored ``prior/`` predictions
+    (else every row has ``has_prior = False``). Returns the training loop's epoch rate
+    (``samples_per_s``, decode tasks streaming alongside) and the end-to-end rate
+    including trainer start-up."""
+    from annotator.steps.base import RunLayout, StepContext
+    from annotator.steps.train import run_training
+
+    cfg = inputs.cfg
+    cfg = cfg.model_copy(update={
+        "finetune": cfg.finetune.model_copy(update={"epochs": 1, "batch_size": batch_size}),
+        "steps": [s for s in cfg.steps if s != "train-prior"],  # no VPoser, as in finetune_rate
+        "ray": cfg.ray.model_copy(update={"num_workers": 1}),
+    })
+    layout = RunLayout(storage.join(inputs.root, "runs", label))
+    copied = 0
+    if priors_from:
+        for src in storage.listdir(priors_from, ".parquet"):
+            storage.write_bytes_atomic(storage.join(layout.prior(DATASET), os.path.basename(src)),
+                                       storage.read_bytes(src))
+            copied += 1
+    ctx = StepContext(cfg=cfg, layout=layout, fingerprints={"finetune": f"bench-{label}"}, restart={"finetune"},
+                      results={"manifest": {"body_model_path": None, "datasets": {DATASET: {"shards": shards}}},
+                               "pretrain": {"weights": inputs.weights}})
+    with Timer() as t:
+        res = run_training(ctx, "finetune")
+    metrics = res["metrics"]
+    samples = int(metrics["samples"])
+    return {"samples": samples, "samples_per_s": float(metrics["samples_per_s"]),
+            "end_to_end_samples_per_s": samples / t.wall, "seconds": round(t.wall, 2),
+            "prior_shards": copied, "workers": cfg.ray.num_workers, "batch_size": batch_size}
+
+
 # ----------------------------------------------------------------------------- driver
 def start_ray(num_cpus: int | None, cfg: JobConfig) -> bool:
     """Start a local Ray (or join ``$RAY_ADDRESS``) with Data progress bars off; True if
@@ -495,6 +582,11 @@ def _marginal_rate(small: dict[str, Any], big: dict[str, Any]) -> float | None:
     return (big["rows"] - small["rows"]) / extra if big["rows"] > small["rows"] and extra > 0 else None
 
 
+def _per_cpu_s(run: dict[str, Any]) -> float | None:
+    """Rows of a pipeline run per CPU second of its inference actors (None if none was seen)."""
+    return run["rows"] / run["actor_cpu_s"] if run["actor_cpu_s"] else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, DIGITS) if a is not None and b else None
 
@@ -528,7 +620,12 @@ def run_bench(settings: BenchSettings = BenchSettings()) -> dict[str, Any]:
             large = pipeline_run(inputs, big, 1, "big-1actor")
             dec = decode_rate(inputs, settings.decode_repeats, settings.batch_size)
             fin = finetune_rate(inputs, settings.finetune_steps, settings.batch_size)
+            with Timer() as t_train:
+                fin_ray = (finetune_ray_train_rate(inputs, small, settings.batch_size, "finetune-ray-train",
+                                                   priors_from=one["out_dir"])
+                           if settings.ray_train_finetune else None)
         bare = (bare_before["instances_per_s"] + bare_after["instances_per_s"]) / 2.0
+        bare_cpu = (bare_before["instances_per_cpu_s"] + bare_after["instances_per_cpu_s"]) / 2.0
         marginal = _marginal_rate(one, large)
         result = {
             "efficiency": _ratio(one["instances_per_s"], bare),
@@ -548,16 +645,23 @@ def run_bench(settings: BenchSettings = BenchSettings()) -> dict[str, Any]:
                 "load_avg_1m_end": round(os.getloadavg()[0], 2),
                 "worker_threads": WORKER_THREADS,
                 "bare_model": {"before": _rounded(bare_before), "after": _rounded(bare_after),
-                               "instances_per_s": round(bare, 2)},
+                               "instances_per_s": round(bare, 2), "instances_per_cpu_s": round(bare_cpu, 2)},
                 "efficiency_big_run": _ratio(large["instances_per_s"], bare),
+                "actor_cpu_rows_per_s": round(one["rows"] / one["actor_cpu_s"], 1) if one["actor_cpu_s"] else None,
+                # the same ratio on CPU time (pipeline rows per actor CPU s over bare-model instances
+                # per CPU s): what efficiency would be on free cores, whatever else runs on this machine
+                "efficiency_actor_cpu": {"small": _ratio(_per_cpu_s(one), bare_cpu),
+                                         "big": _ratio(_per_cpu_s(large), bare_cpu)},
                 "efficiency_marginal": _ratio(marginal, bare),
                 "marginal_instances_per_s": round(marginal, 2) if marginal else None,
                 "pipeline": {"small_1_actor": _rounded(one), "small_2_actors": _rounded(two),
                              "big_1_actor": _rounded(large)},
                 "decode": _rounded(dec),
                 "finetune": {**_rounded(fin), "path": "in-process train step (no Ray Train), crops pre-decoded"},
+                "finetune_ray_train": ({**_rounded(fin_ray), "path": "run_training: TorchTrainer, Ray Data inputs"}
+                                       if fin_ray else None),
                 "driver_ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-                "seconds": {"prepare": round(t_prep.wall, 1)},
+                "seconds": {"prepare": round(t_prep.wall, 1), "finetune_ray_train": round(t_train.wall, 1)},
             },
         }
         result["detail"]["seconds"]["total"] = round(total.wall, 1)
@@ -583,6 +687,11 @@ def format_table(result: dict[str, Any]) -> str:
         ("  big run", d["efficiency_big_run"],
          f"{big['instances_per_s']:.1f}/s ({big['rows']} rows in {big['seconds']} s)"),
         ("  marginal", d["efficiency_marginal"], f"{d['marginal_instances_per_s']}/s: start-up cost cancelled"),
+        ("  on CPU time", d["efficiency_actor_cpu"]["small"],
+         f"{d['actor_cpu_rows_per_s']} rows per actor CPU s (incl. actor start-up; big run "
+         f"{d['efficiency_actor_cpu']['big']}) vs bare {d['bare_model']['instances_per_cpu_s']}/CPU s; decode stage "
+         f"{'fused into the actor' if one['decode_fused_into_actor'] else 'separate'} "
+         f"({one['decode_workers_cpu_s']} CPU s in decode workers)"),
         ("scaling_2v1", result["scaling_2v1"], f"2 actors {two['instances_per_s']:.1f}/s"),
         ("rss_ratio driver", rss["driver"],
          f"{one['driver_peak_rss_mib']} -> {big['driver_peak_rss_mib']} MiB peak "
@@ -592,6 +701,11 @@ def format_table(result: dict[str, Any]) -> str:
          f"{d['decode']['crops_per_cpu_s']:.0f} crops/CPU s, {result['detail']['settings']['crop_size']} px"),
         ("finetune samples/s", result["finetune_samples_per_s"], d["finetune"]["path"]),
     ]
+    if d["finetune_ray_train"]:
+        rt = d["finetune_ray_train"]
+        rows.append(("  on Ray Train", rt["samples_per_s"],
+                     f"epoch rate of run_training (1 worker, {rt['samples']} samples); "
+                     f"{rt['end_to_end_samples_per_s']}/s with start-up ({rt['seconds']} s)"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{name:<{width}}  {str(value):>10}  {note}" for name, value, note in rows]
     lines.append(f"total {d['seconds']['total']} s (prepare {d['seconds']['prepare']} s), "

@@ -221,8 +221,14 @@ def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], we
         # Blocks of a few batches, not one block per shard: lets every actor work and keeps
         # each actor task (and its memory) small however large the shards are.
         ds = read_manifest_dataset(pending).repartition(target_num_rows_per_block=4 * cfg.ray.inference_batch_size)
+        # Decode runs as its own CPU task stage, overlapping model execution, never fused into
+        # the Predictor actors (Ray Data fuses a task map into the next actor map whenever their
+        # resource args match, e.g. num_cpus=1 each on CPU). The repartition after it is the
+        # boundary: Ray Data never fuses a streaming repartition into the operator after it
+        # (ray.data operator_fusion), and it hands the actors blocks of exactly one batch.
         ds = ds.map_batches(decode_batch, fn_kwargs={"crop": cfg.crop}, batch_size=cfg.ray.inference_batch_size,
-                            batch_format="numpy", num_cpus=cfg.ray.decode_cpus)
+                            batch_format="numpy", num_cpus=cfg.ray.decode_cpus,
+                            ).repartition(target_num_rows_per_block=cfg.ray.inference_batch_size)
         ds = ds.map_batches(
             Predictor,
             fn_constructor_kwargs={"job_json": cfg.model_dump_json(), "weights": weights, "body_model_path": body_path,
