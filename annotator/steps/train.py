@@ -46,7 +46,7 @@ def train_loop(loop_cfg: dict) -> None:
     from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
     from annotator.model.losses import compute_losses
     from annotator.model.outputs import decode, smpl_joint_targets
-    from annotator.steps.runtime import autocast, load_network, load_torch, run_body_model_config, worker_config
+    from annotator.steps.runtime import autocast, load_network, run_body_model_config, worker_config
 
     cfg = worker_config(loop_cfg["job"])
     step = loop_cfg["step"]
@@ -63,16 +63,7 @@ def train_loop(loop_cfg: dict) -> None:
             p.requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=tcfg.lr)
     start_epoch = 0
-    ckpt = ray.train.get_checkpoint()
-    resume_path = None
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
-    elif loop_cfg.get("resume_path"):
-        resume_path = loop_cfg["resume_path"]
-        state = load_torch(resume_path)
-    else:
-        state = None
+    state = _newest_state(ray.train.get_checkpoint(), loop_cfg.get("ckpt_dir"))
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -149,6 +140,25 @@ def train_loop(loop_cfg: dict) -> None:
                     ray.train.report(metrics)
         else:
             ray.train.report(metrics)
+
+
+def _newest_state(registered, ckpt_dir: str | None) -> dict | None:
+    """The checkpoint state a (re)started worker continues from: the newest of the one Ray
+    Train registered and the ones on storage. A worker killed after writing ``state.pt`` but
+    before Ray Train registered it leaves a newer checkpoint on storage than
+    ``get_checkpoint()`` knows; a re-submitted job has only the ones on storage."""
+    from annotator.steps.runtime import load_torch
+
+    state = None
+    stored = latest_checkpoint(ckpt_dir) if ckpt_dir else None
+    if stored is not None:
+        state = load_torch(stored)
+    if registered is not None:
+        with registered.as_directory() as d:
+            reg = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+        if state is None or int(reg["epoch"]) > int(state["epoch"]):
+            state = reg
+    return state
 
 
 def train_settings(cfg, step: str):
@@ -247,10 +257,10 @@ def run_training(ctx: StepContext, step: str) -> dict:
         prior = ctx.results.get("train-prior") or (ctx.result("train-prior") if "train-prior" in cfg.steps else None)
         loop_cfg["vposer_path"] = prior["vposer"] if prior else None
     ctx.fresh_output_dir(step, ckpt_dir, patterns=("checkpoint_*", "model.pt", "checkpoint_manager_snapshot.json"))
+    loop_cfg["ckpt_dir"] = ckpt_dir  # workers resume from the newest checkpoint found there
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("[%s] resuming from %s", step, storage.redact(resume))
-        loop_cfg["resume_path"] = resume
 
     fs, path = storage.pyarrow_filesystem(ctx.layout.checkpoints())
     use_gpu = cfg.ray.gpus_per_worker > 0
