@@ -40,6 +40,7 @@ MM = 1000.0
 #: 3D errors use the COCO-17 joints (the joints the 2D annotation constrains), mid-hip aligned.
 EVAL_CONVENTION = "coco17"
 PARAMS = ("global_orient", "body_pose", "betas", "transl")
+POSE_PARAMS = PARAMS[:3]
 #: Per-sample metric columns (means in summary.json); 3D ones only where truth exists.
 METRIC_COLUMNS = ("err2d_px", "err2d_norm", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z")
 #: Per-sample per-joint columns: COCO-17 lists, NaN where a joint is unannotated / no truth.
@@ -155,8 +156,10 @@ def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 
     per_joint: list[np.ndarray] = []
     for s in range(0, len(pred), batch_size):
         p, g = pred.iloc[s : s + batch_size], gt.iloc[s : s + batch_size]
-        po = body(**{k: _stack(p[k]) for k in PARAMS})
-        go = body(**{k: _stack(g[k]) for k in PARAMS})
+        # Every error is root-aligned, so the body is posed at the origin: adding a translation
+        # first would cost float32 precision (a degenerate camera can put a body kilometres away).
+        po = body(**{k: _stack(p[k]) for k in POSE_PARAMS})
+        go = body(**{k: _stack(g[k]) for k in POSE_PARAMS})
         pj = select_keypoints(po.keypoints, body.keypoint_names, EVAL_CONVENTION) * MM
         gj = select_keypoints(go.keypoints, body.keypoint_names, EVAL_CONVENTION) * MM
         out["mpjpe"].append(metrics.mpjpe(pj, gj, root=root).numpy())
