@@ -93,7 +93,7 @@ class QualitySettings:
     crop_size: int = 64
     backbone: str = "resnet18"
     pretrain_epochs: int = 10
-    finetune_epochs: int = 6
+    finetune_epochs: int = 10
     estimator_epochs: int = 6
     methods: tuple[str, ...] = tuple(v.label for v in VARIANTS)
     indirect: bool = True
@@ -125,7 +125,7 @@ def bench_job(s: QualitySettings, root: str, group: str) -> dict:
         "network": {"backbone": s.backbone},
         "pose_prior": {"epochs": 30},
         "pretrain": {"epochs": s.pretrain_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
-        "finetune": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 1e-4, "seed": s.seed},
+        "finetune": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
         "estimator": {"epochs": s.estimator_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
         "ray": {"inference_batch_size": 64},
     }
