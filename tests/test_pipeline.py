@@ -200,3 +200,7 @@ def test_method_smplify_fits_closer_in_2d_than_the_prior(tiny_run):
     prior = read_dir(run / "prior" / "wild")
     both = pgt.merge(prior[["sample_id", "err2d_px"]], on="sample_id", suffixes=("", "_prior"))
     assert both.err2d_px.mean() < 0.7 * both.err2d_px_prior.mean(), both[["err2d_px", "err2d_px_prior"]].describe()
+    # this job has no estimator of its own: the cliff run's evaluation/ must not be reported as smplify's
+    report = json.loads((run / "reports" / "summary.json").read_text())
+    assert report["method"] == "smplify" and report["indirect"] == {}
+    assert not (run / "reports" / "indirect" / "w3d.parquet").exists()

@@ -224,8 +224,11 @@ def _write_parquet(table: pd.DataFrame, path: str) -> None:
     storage.write_bytes_atomic(path, sink.getvalue())
 
 
-def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[str, float] | None = None) -> dict:
-    """Compute the reports of a run; returns the summary (also written to summary.json)."""
+def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[str, float] | None = None,
+                  indirect: bool = True) -> dict:
+    """Compute the reports of a run; returns the summary (also written to summary.json).
+
+    ``indirect``: whether ``evaluation/`` holds predictions of this job's own estimator."""
     summary: dict = {"method": cfg.method_label, "datasets": {}, "indirect": {}}
     headline = []
     instances = 0
@@ -256,7 +259,13 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
             headline.append(f"{d.name}: 2D err prior {prior['err2d_px']:.1f}px -> {final['method']} {final['err2d_px']:.1f}px"
                             + (f", MPJPE {prior['mpjpe']:.0f} -> {final['mpjpe']:.0f} mm" if "mpjpe" in final else ""))
         summary["datasets"][d.name] = ds_summary
-    for d in [d for d in cfg.datasets_with_role("eval3d") if d.name in manifest_result["datasets"]]:
+    eval_sets = cfg.datasets_with_role("eval3d") if indirect else []
+    if not indirect:  # evaluation/ holds an older run's estimator: its report goes too
+        for d in cfg.datasets_with_role("eval3d"):
+            stale = storage.join(layout.reports(), "indirect", f"{d.name}.parquet")
+            if storage.exists(stale):
+                storage.remove(stale)
+    for d in [d for d in eval_sets if d.name in manifest_result["datasets"]]:
         df = read_parquet_dir(layout.evaluation(d.name), pgt_cols)
         gt = ground_truth(d.name, manifest_result["datasets"][d.name])
         if df.empty or gt is None:
