@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from annotator.config import STEPS
+
 log = logging.getLogger("annotator")
 
 TARGET = "wild"
@@ -138,17 +140,11 @@ def variant_config(s: QualitySettings, root: str, variant: Variant):
     for key, value in (*variant.overrides, *s.extra.items()):
         apply_override(job, f"{key}={json.dumps(value)}")
     if not (variant.indirect and s.indirect):
-        job["steps"] = [st for st in _steps() if st not in ("train-estimator", "evaluate")]
+        job["steps"] = [st for st in STEPS if st not in ("train-estimator", "evaluate")]
     cfg = parse_job(job, source=f"bench quality: {variant.label}").with_absolute_paths()
     if cfg.method_label != variant.label:  # the reports must name the variant as the bench does
         raise AssertionError(f"variant {variant.label}: job's method label is {cfg.method_label}")
     return cfg
-
-
-def _steps() -> list[str]:
-    from annotator.config import STEPS
-
-    return list(STEPS)
 
 
 def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -> dict:
