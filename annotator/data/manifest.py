@@ -332,11 +332,12 @@ def manifest_shards(manifest_dir: str) -> list[str]:
     return [p for p in storage.listdir(manifest_dir, ".parquet") if os.path.basename(p).startswith("part-")]
 
 
-def read_parquet_file(path: str) -> pa.Table:
-    """Read one Parquet file through the storage layer (ManifestError if unreadable)."""
+def read_parquet_file(path: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file (or only ``columns`` of it) through the storage layer
+    (ManifestError if unreadable)."""
     fs, p = storage.pyarrow_filesystem(path)
     try:
-        return pq.read_table(p, filesystem=fs)
+        return pq.read_table(p, filesystem=fs, columns=columns)
     except (OSError, pa.ArrowInvalid) as err:
         raise ManifestError(f"{storage.redact(path)}: unreadable Parquet file: {err}") from None
 

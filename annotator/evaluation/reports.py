@@ -67,9 +67,9 @@ def read_parquet_dir(path: str, columns: list[str] | None = None) -> pd.DataFram
     return pa.concat_tables(tables).to_pandas()
 
 
-def read_parquet_file(path: str) -> pd.DataFrame:
-    """One Parquet file as a DataFrame (clear error naming the file if unreadable)."""
-    return manifest_io.read_parquet_file(path).to_pandas()
+def read_parquet_file(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One Parquet file (or only ``columns``) as a DataFrame (clear error naming the file if unreadable)."""
+    return manifest_io.read_parquet_file(path, columns).to_pandas()
 
 
 def stack_column(series: pd.Series, width: int | None = None) -> np.ndarray:
@@ -117,7 +117,7 @@ def ground_truth(dataset: str, manifest_result: dict) -> pd.DataFrame | None:
         gt = read_parquet_file(manifest_result["ground_truth"])
         return gt.assign(sample_id=dataset + "/" + gt["annotation_id"].astype(str)).set_index("sample_id")[list(PARAMS)]
     cols = ["sample_id", "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_transl", "has_smpl"]
-    frames = [read_parquet_file(s)[cols] for s in manifest_result.get("shards", [])]
+    frames = [read_parquet_file(s, cols) for s in manifest_result.get("shards", [])]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     df = df[df["has_smpl"].fillna(False).astype(bool)]
     if df.empty:
