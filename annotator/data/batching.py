@@ -81,18 +81,22 @@ def _keypoints(batch: dict[str, np.ndarray], column: str, conv_column: str, dims
     """Flattened per-row keypoints of any convention -> (N, K_train, dims) in TRAIN_CONVENTION.
 
     Returns the array and a (N, K_train) mask of the joints the row actually has (False for
-    null rows and for joints the source convention lacks; those are all zeros)."""
-    n = len(batch[column])
+    null rows and for joints the source convention lacks; those are all zeros). Each row is
+    read in its own ``conv_column`` convention, so one batch may mix datasets (COCO's 17,
+    MPII's 16 joints, ...): rows are stacked per convention, at that convention's width."""
+    col = batch[column]
+    n = len(col)
     k_out = len(get_convention(TRAIN_CONVENTION).joint_names)
     out = np.zeros((n, k_out, dims), dtype=np.float32)
     present = np.zeros((n, k_out), dtype=bool)
-    flat, valid = stack_list_column(batch[column])
-    if not valid.any():
-        return out, present
-    convs = np.asarray(batch[conv_column], dtype=object)
-    for conv in sorted({c for c, ok in zip(convs, valid) if ok}):
-        rows = np.nonzero((convs == conv) & valid)[0]
-        converted, mask = convert(torch.from_numpy(flat[rows].reshape(len(rows), -1, dims)), conv, TRAIN_CONVENTION)
+    convs = np.asarray(batch[conv_column], dtype=object).reshape(n)
+    for conv in sorted({c for c in convs if isinstance(c, str) and c}):
+        rows = np.nonzero(convs == conv)[0]
+        flat, valid = stack_list_column(col[rows], get_convention(conv).num_joints * dims)
+        rows = rows[valid]
+        if not len(rows):
+            continue
+        converted, mask = convert(torch.from_numpy(flat[valid].reshape(len(rows), -1, dims)), conv, TRAIN_CONVENTION)
         out[rows] = converted.numpy()
         present[rows] = mask.numpy()
     return out, present

@@ -63,14 +63,45 @@ def load_torch(path: str):
     return torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
 
 
+def dense_list_columns(table):
+    """Arrow block -> the same block with no null list values, so that Ray Data hands every
+    list column over the same way whatever the dataset (``batch_format="numpy"``).
+
+    Manifests of different adapters mix in one Ray Dataset: a list column that is null in
+    one shard (``visibility`` of MPII/SPIN, ``joints_3d`` of COCO) and filled in another
+    would reach Ray as a Python-object column in one block and a tensor column in the next,
+    which Ray Data refuses to concatenate ("Found columns with both objects and tensors").
+    Null rows become an empty list (variable lists) or NaN values (fixed-size lists); both
+    read back as "not present" in :func:`annotator.data.batching.stack_list_column`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        typ = field.type
+        col = table.column(i)
+        if not col.null_count:
+            continue
+        if pa.types.is_fixed_size_list(typ) and pa.types.is_floating(typ.value_type):
+            fill = pa.scalar([float("nan")] * typ.list_size, type=typ)
+        elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            fill = pa.scalar([], type=typ)
+        else:
+            continue
+        table = table.set_column(i, field.with_nullable(False), pc.fill_null(col, fill))
+    return table
+
+
 def read_manifest_dataset(shards: list[str], include_paths: bool = True):
-    """Ray Dataset over manifest shard files (streamed; nothing is materialised)."""
+    """Ray Dataset over manifest shard files (streamed; nothing is materialised); list
+    columns come without nulls (:func:`dense_list_columns`), so datasets of any format and
+    joint convention mix in one Dataset."""
     import ray.data
 
     fs, _ = storage.pyarrow_filesystem(shards[0])
     paths = [storage.filesystem(s)[1] for s in shards]
-    return ray.data.read_parquet(paths, filesystem=fs, include_paths=include_paths,
-                                 override_num_blocks=max(1, len(paths)))
+    ds = ray.data.read_parquet(paths, filesystem=fs, include_paths=include_paths,
+                               override_num_blocks=max(1, len(paths)))
+    return ds.map_batches(dense_list_columns, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
 def shard_name(path: str) -> str:
