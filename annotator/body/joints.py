@@ -41,6 +41,12 @@ Conventions
             the model neck to between the two annotations, instead of dragging
             ``spine3`` 12 cm up the chest. Root = mid-hip.
 
+``spin24``  SPIN's 24 ``part`` joints (:data:`SPIN24_NAMES`): the LSP 14 (MPII's upper_neck
+            and head_top for LSP's neck and head top), pelvis, thorax, H36M spine,
+            neck_nose (SPIN's "jaw"), head, then the COCO face points. Model: as mpii16 /
+            h36m17 for the shared names, else coco17. Root = mid-hip. Used by the SPIN/CLIFF
+            npz export (``part``, ``S``).
+
 ``h36m17``  pelvis, right_hip, right_knee, right_ankle, left_hip, left_knee,
             left_ankle, spine, thorax, neck_nose, head, left_shoulder, left_elbow,
             left_wrist, right_shoulder, right_elbow, right_wrist (Human3.6M 17-joint
@@ -90,6 +96,18 @@ H36M17_NAMES = (
     "spine", "thorax", "neck_nose", "head", "left_shoulder", "left_elbow", "left_wrist",
     "right_shoulder", "right_elbow", "right_wrist",
 )
+SPIN24_NAMES = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+    "upper_neck", "head_top", "pelvis", "thorax", "spine", "neck_nose", "head",
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+)
+"""SPIN's 24 ``part``/``S`` joints (SPIN ``constants.J24``: r_ankle, r_knee, r_hip, l_hip, l_knee,
+l_ankle, r_wrist, r_elbow, r_shoulder, l_shoulder, l_elbow, l_wrist, neck, head_top, pelvis,
+thorax, spine, jaw, head, nose, l_eye, r_eye, l_ear, r_ear), spelled in the names of the other
+conventions so that :func:`convert` maps them: SPIN's LSP ``neck`` is MPII's ``upper_neck``
+(SPIN's MPII preprocessing puts upper-neck there), SPIN's H36M ``jaw`` is Human3.6M's
+``neck_nose``, ``head`` is Human3.6M's ``head``."""
 COCO_MODEL_PREFIX = "coco_"
 """Prefix of the open model's regressed COCO-style keypoints."""
 
@@ -160,6 +178,8 @@ CONVENTIONS: dict[str, JointConvention] = {
         _make("mpii16", MPII16_NAMES, [_MPII_SPECIAL.get(n) or _coco_first(n) for n in MPII16_NAMES],
               ["left_hip", "right_hip"]),
         _make("h36m17", H36M17_NAMES, [_H36M_SPECIAL.get(n, (n,)) for n in H36M17_NAMES], ["pelvis"]),
+        _make("spin24", SPIN24_NAMES, [(_MPII_SPECIAL | _H36M_SPECIAL).get(n) or _coco_first(n) for n in SPIN24_NAMES],
+              ["left_hip", "right_hip"]),
     )
 }
 
