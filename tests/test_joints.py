@@ -22,7 +22,7 @@ OPEN = SMPL_ONLY + ["coco_" + n for n in COCO23_NAMES]
 
 
 def test_tables_match_the_published_orders_and_flip_pairs():
-    sizes = {"smpl24": 24, "coco17": 17, "coco23": 23, "mpii16": 16, "h36m17": 17}
+    sizes = {"smpl24": 24, "coco17": 17, "coco23": 23, "mpii16": 16, "h36m17": 17, "spin24": 24}
     assert {k: v.num_joints for k, v in CONVENTIONS.items()} == sizes
     assert get_convention("coco17").flip_pairs == ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
     assert get_convention("coco23").flip_pairs[-3:] == ((17, 20), (18, 21), (19, 22))
@@ -55,13 +55,17 @@ def test_convention_index_prefers_coco_points_and_falls_back_to_smpl():
 
 
 SHARED_MODEL_POINTS = {"mpii16": 1}  # thorax and upper_neck -> neck (see the module docstring)
+#: spin24 (export layout) borrows mpii16's and h36m17's model points: thorax/upper_neck -> neck,
+#: head/head_top -> head_top, and on a model without coco_* points neck_nose/nose -> nose.
+SHARED_MODEL_POINTS_BY_MODEL = {("spin24", "open"): 2, ("spin24", "smpl"): 3}
 
 
 def test_every_convention_maps_to_distinct_model_keypoints_except_documented():
     for name, conv in CONVENTIONS.items():
-        for names in (OPEN, SMPL_ONLY):
+        for kind, names in (("open", OPEN), ("smpl", SMPL_ONLY)):
             distinct = len(set(convention_index(names, name).tolist()))
-            assert distinct == conv.num_joints - SHARED_MODEL_POINTS.get(name, 0), name
+            shared = SHARED_MODEL_POINTS_BY_MODEL.get((name, kind), SHARED_MODEL_POINTS.get(name, 0))
+            assert distinct == conv.num_joints - shared, name
 
 
 def test_missing_model_keypoint_error_names_the_joint():
@@ -122,7 +126,8 @@ def test_real_body_model_supports_every_convention_geometrically(body_model):
         kps = body_model.rest_output().keypoints.double()
     for name, conv in CONVENTIONS.items():
         idx = convention_index(names, name)
-        assert len(set(idx.tolist())) == conv.num_joints - SHARED_MODEL_POINTS.get(name, 0), name
+        shared = SHARED_MODEL_POINTS_BY_MODEL.get((name, "open"), SHARED_MODEL_POINTS.get(name, 0))
+        assert len(set(idx.tolist())) == conv.num_joints - shared, name
         joints = select_keypoints(kps, names, name)
         for left, right in conv.flip_pairs:  # flip pairs really are left/right of the body
             assert joints[0, left, 0] > joints[0, right, 0], (name, conv.joint_names[left])
