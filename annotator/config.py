@@ -133,6 +133,8 @@ class NetworkConfig(Strict):
     """Iterative error feedback steps of the regressor (HMR/CLIFF use 3)."""
     use_bbox_info: bool = True
     """CLIFF bbox input (Eq. 5). False: HMR-style crop-only input (ablation ``cliff-no-bbox``)."""
+    convention: Literal["annotator", "cliff"] = "annotator"
+    """``cliff``: the official CLIFF code's conventions, to start from a released CLIFF res50 checkpoint (``weights``): bbox info normalised as CLIFF's ``demo.py`` (x, y * 2.8, ``(b - 0.24 f) / (0.06 f)``) and mean parameters from the checkpoint's ``init_*`` buffers. ``annotator``: plain Eq. 5."""
 
 
 class LossWeights(Strict):

@@ -12,7 +12,17 @@ Architecture (CLIFF Fig. 2b, built on HMR/SPIN):
 
 Rotations are regressed in the continuous 6D representation (Zhou et al. 2019; first two
 columns of the rotation matrix) and turned into matrices by Gram-Schmidt, always in float32
-so the network can run under AMP autocast. Weights load through :mod:`annotator.storage`, so
+so the network can run under AMP autocast. The 6 numbers are read as a 3x2 matrix row by row
+(``reshape(3, 2)``, columns = the two basis vectors), which is exactly SPIN/CLIFF's
+``rot6d_to_rotmat`` (``x.view(-1, 3, 2)``, ``a1 = x[:, :, 0]``, ``a2 = x[:, :, 1]``).
+
+Official CLIFF weights (``network.convention: cliff``): a released ``cliff_res50``
+checkpoint maps one to one (:data:`CLIFF_KEY_MAP`: ``encoder.*`` -> ``backbone.*``,
+``fc1``/``fc2``, ``decpose``/``decshape``/``deccam`` -> ``dec_pose``/``dec_betas``/``dec_cam``,
+``init_pose``/``init_shape``/``init_cam`` -> the mean-parameter buffers, so the regressor
+starts from CLIFF's own mean parameters). With that convention the incoming Eq. 5 bbox
+information is rescaled as CLIFF's ``demo.py`` does (:func:`cliff_bbox_info`). Image
+normalisation (ImageNet mean/std, RGB) is already CLIFF's; set ``crop.size: 224``. Weights load through :mod:`annotator.storage`, so
 ``s3://`` paths work; nothing is ever downloaded.
 """
 from __future__ import annotations
@@ -61,6 +71,41 @@ _HEAD_PREFIX = "fc."
 """torchvision's ImageNet classification head; ignored when loading backbone weights."""
 
 
+#: CLIFF res50 checkpoint key prefix -> CliffNet key prefix.
+CLIFF_KEY_MAP = {"encoder.": "backbone.", "fc1.": "fc1.", "fc2.": "fc2.", "decpose.": "dec_pose.",
+                 "decshape.": "dec_betas.", "deccam.": "dec_cam."}
+CLIFF_BUFFER_MAP = {"init_pose": "mean_pose_6d", "init_shape": "mean_betas", "init_cam": "mean_crop_cam"}
+#: CLIFF demo.py's bbox-info normalisation (constants "calculated from H36M data").
+CLIFF_BBOX_XY_SCALE = 2.8
+CLIFF_BBOX_B_MEAN = 0.24
+CLIFF_BBOX_B_STD = 0.06
+
+
+def cliff_bbox_info(eq5: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 ``[c_x / f, c_y / f, b / f]`` -> CLIFF ``demo.py``'s normalised input
+    ``[c_x / f * 2.8, c_y / f * 2.8, (b - 0.24 f) / (0.06 f)]``."""
+    return torch.cat([eq5[:, :2] * CLIFF_BBOX_XY_SCALE, (eq5[:, 2:] - CLIFF_BBOX_B_MEAN) / CLIFF_BBOX_B_STD], dim=1)
+
+
+def is_cliff_checkpoint(state: dict) -> bool:
+    return any(k.startswith(("encoder.", "decpose.")) for k in state)
+
+
+def from_cliff_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an official CLIFF res50 state dict to CliffNet keys (unknown keys kept as they
+    are, so the loader names them); ``encoder.fc.*`` (an unused ImageNet head) is dropped."""
+    out = {}
+    for key, value in state.items():
+        if key in CLIFF_BUFFER_MAP:
+            out[CLIFF_BUFFER_MAP[key]] = value.reshape(1, -1)
+            continue
+        if key.startswith("encoder.fc."):
+            continue
+        prefix = next((p for p in CLIFF_KEY_MAP if key.startswith(p)), None)
+        out[key if prefix is None else CLIFF_KEY_MAP[prefix] + key[len(prefix):]] = value
+    return out
+
+
 class WeightsError(ValueError):
     """A weights file cannot be loaded into the network; the message names the file and keys."""
 
@@ -105,6 +150,7 @@ class CliffNet(nn.Module):
         self.num_betas = int(num_betas)
         self.iterations = int(net_cfg.iterations)
         self.use_bbox_info = bool(net_cfg.use_bbox_info)
+        self.convention = getattr(net_cfg, "convention", "annotator")
 
         self.backbone = make_backbone(weights=None)
         self.backbone.fc = nn.Identity()  # keep conv1..layer4 + global pooling, drop ImageNet head
@@ -153,6 +199,8 @@ class CliffNet(nn.Module):
                 raise ValueError("CliffNet: bbox_info (B, 3) is required when network.use_bbox_info is true")
             if bbox_info.shape != (batch, BBOX_INFO_DIM):
                 raise ValueError(f"CliffNet: bbox_info must be ({batch}, {BBOX_INFO_DIM}), got {tuple(bbox_info.shape)}")
+            if self.convention == "cliff":
+                bbox_info = cliff_bbox_info(bbox_info.float())
             inputs.append(bbox_info.to(feat.dtype))
 
         # The running estimate stays float32; only the deltas come out of the (maybe bf16) MLP.
@@ -196,16 +244,25 @@ def _preview(keys: list[str], limit: int = 8) -> str:
 
 
 def load_weights(net: CliffNet, path: str) -> str:
-    """Load a full CliffNet checkpoint or a torchvision-style ResNet state dict from ``path``.
+    """Load a full CliffNet checkpoint, an official CLIFF res50 checkpoint or a torchvision-style
+    ResNet state dict from ``path``.
 
-    A state dict whose keys start with ``backbone.`` is a full network; otherwise it must be a
-    torchvision ResNet of the configured depth (its ``fc.*`` ImageNet head is ignored).
+    A state dict whose keys start with ``backbone.`` is a full network; one with ``encoder.*`` /
+    ``decpose.*`` keys is an official CLIFF checkpoint (renamed by :func:`from_cliff_state_dict`;
+    needs ``network.convention: cliff``); otherwise it must be a torchvision ResNet of the
+    configured depth (its ``fc.*`` ImageNet head is ignored).
     Any missing, unexpected or wrongly shaped key is an error that names the file and keys.
 
     Returns:
-        ``"full"`` or ``"backbone"``: what was loaded.
+        ``"full"``, ``"cliff"`` or ``"backbone"``: what was loaded.
     """
     state = _read_state_dict(path)
+    cliff = is_cliff_checkpoint(state)
+    if cliff:
+        if net.convention != "cliff":
+            raise WeightsError(f"{storage.redact(path)}: an official CLIFF checkpoint (encoder.*/decpose.* keys) "
+                               "expects CLIFF's bbox-info normalisation; set network.convention: cliff")
+        state = from_cliff_state_dict(state)
     if any(k.startswith("backbone.") for k in state):
         kind, target = "full", net
     else:
@@ -232,4 +289,4 @@ def load_weights(net: CliffNet, path: str) -> str:
             f"(use_bbox_info={net.use_bbox_info}, num_betas={net.num_betas}): " + "; ".join(problems)
         )
     target.load_state_dict(state, strict=True)
-    return kind
+    return "cliff" if cliff else kind
