@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STEPS = (
     "manifest",
@@ -33,6 +33,21 @@ def default_cache_dir() -> str:
     return os.environ.get("ANNOTATOR_CACHE_DIR", str(Path.home() / ".cache" / "annotator"))
 
 
+#: Default of ``manifest.max_image_pixels`` (also the decode-time limit where the job's is not known).
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+#: Environment variable the driver sets to the job's ``manifest.max_image_pixels`` for the decode workers.
+MAX_PIXELS_ENV = "ANNOTATOR_MAX_IMAGE_PIXELS"
+
+
+def check_path_component(value: str, what: str) -> str:
+    """A name used as one folder name of the output layout: no separators, no ``.``/``..``,
+    no leading dot (hidden), at most 128 characters."""
+    if value.startswith(".") or "/" in value or "\\" in value or len(value) > 128:
+        raise ValueError(f"{what} {value!r} is not a safe folder name (letters, digits, '_', '.', '-'; "
+                         f"not starting with '.'; at most 128 characters)")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
@@ -44,6 +59,11 @@ class StorageConfig(Strict):
     """S3-compatible endpoint (else the AWS config chain / ``AWS_ENDPOINT_URL``)."""
     region: str | None = None
     """S3 region (else the AWS config chain)."""
+    pass_credentials: bool = False
+    """Send the driver's AWS credentials (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``) to the Ray workers through the job's object store (never through
+    ``runtime_env`` or a log). Default: workers use their own credential chain (instance role,
+    ``~/.aws``, their environment)."""
 
 
 class BodyModelConfig(Strict):
@@ -83,6 +103,12 @@ class SynthConfig(Strict):
 class DatasetConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Dataset name: output folders and ``sample_id`` prefixes use it."""
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_path_component(v, "dataset name")
+
     format: Literal["coco", "mpii_json", "mpii_mat", "spin_npz", "parquet", "synth"]
     """Source format; ``synth`` renders a synthetic dataset (see ``synth``) in a real format first."""
     role: Literal["aux3d", "target", "eval3d"]
@@ -115,6 +141,9 @@ class ManifestConfig(Strict):
     """Instances with fewer labelled keypoints go to rejects (``too_few_keypoints``)."""
     check_images: bool = True
     """Open every image header at manifest time (missing/corrupt images -> rejects)."""
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1)
+    """Images with more pixels (width x height, from the annotation or the header, never decoded)
+    go to rejects (``image_too_large``), at manifest time and again at decode time."""
 
 
 class CropConfig(Strict):
@@ -268,6 +297,12 @@ class JobConfig(Strict):
             raise ValueError(f"datasets: duplicate dataset name(s) {sorted(dup)}")
         return self
 
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_path_component(v, "job name")
+
     @property
     def method_label(self) -> str:
         """The name reports give this job's annotator: the method plus its ablations, e.g.
@@ -317,8 +352,12 @@ class ConfigError(ValueError):
     """A job file is unreadable or invalid; the message names the file and the key."""
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+def _parse_value(text: str, key: str = "") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        first = getattr(err, "problem", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"--set {key}={text}: the value is not valid YAML ({first})") from None
 
 
 def apply_override(data: dict, assignment: str) -> None:
@@ -338,9 +377,9 @@ def apply_override(data: dict, assignment: str) -> None:
     last = parts[-1]
     if isinstance(node, list):
         idx = _list_index(node, last, parts)
-        node[idx] = _parse_value(raw)
+        node[idx] = _parse_value(raw, key)
     else:
-        node[last] = _parse_value(raw)
+        node[last] = _parse_value(raw, key)
 
 
 def _list_index(node: list, part: str, path: list[str]) -> int:

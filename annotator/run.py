@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Callable
 
 from annotator import storage
-from annotator.config import STEPS, ConfigError, JobConfig, load_job
-from annotator.steps.base import RunLayout, StepContext, fingerprint, read_state, setup_logging, write_state
+from annotator.config import MAX_PIXELS_ENV, STEPS, ConfigError, JobConfig, load_job
+from annotator.steps.base import (RunLayout, StepContext, fingerprint, new_output_token, read_state, read_state_record,
+                                  setup_logging, write_pending, write_state)
 
 log = logging.getLogger("annotator")
 
@@ -66,11 +69,18 @@ def init_ray(cfg: JobConfig) -> None:
 
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
+        os.environ[MAX_PIXELS_ENV] = str(cfg.manifest.max_image_pixels)  # decode-time limit (local workers)
         # Workers log warnings and errors only: the driver prints the job's own progress lines.
         # address "local": start a private local Ray rather than join whatever else runs here
         ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=True,
                  logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
-                 runtime_env={"env_vars": _worker_env()} if not address else None)
+                 runtime_env={"env_vars": _worker_env(cfg)} if not address else None)
+        if not address:
+            # Anything in this process that looks a cluster up (Ray Train's state API, ...)
+            # finds this job's own cluster, not "multiple active Ray instances" on the machine.
+            os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        if cfg.storage.pass_credentials and storage.share_credentials_with_workers():
+            log.info("AWS credentials passed to the workers through the job's object store")
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO/plan lines would drown the job's own
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -78,15 +88,70 @@ def init_ray(cfg: JobConfig) -> None:
     ctx.execution_options.verbose_progress = False
 
 
-def _worker_env() -> dict[str, str]:
-    keys = ("ANNOTATOR_CACHE_DIR", "ANNY_CACHE_DIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN")
-    return {k: os.environ[k] for k in keys if k in os.environ}
+#: Environment the driver gives the workers of a local Ray through ``runtime_env`` (which Ray
+#: writes into its logs): never a secret. Credentials reach workers through their own AWS
+#: chain, or with ``storage.pass_credentials`` through the job's object store.
+WORKER_ENV_KEYS = ("ANNOTATOR_CACHE_DIR", "ANNY_CACHE_DIR", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+def _worker_env(cfg: JobConfig | None = None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in WORKER_ENV_KEYS if k in os.environ}
+    if cfg is not None:
+        env[MAX_PIXELS_ENV] = str(cfg.manifest.max_image_pixels)
+    return env
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C (SIGINT) stopped the job; ``step`` is the step that was running."""
+
+    def __init__(self, step: str | None, completed: list[str]):
+        super().__init__(step)
+        self.step, self.completed = step, completed
+
+
+def _ctrl_c_stops_the_job() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt in the driver during every step.
+
+    Ray Tune and Ray Train (v2) install SIGINT handlers of their own during ``fit()`` that turn
+    Ctrl-C into a "graceful abort" whose result looks like a finished training, and leave them
+    installed afterwards, so a later Ctrl-C is swallowed. Here the step stops, the state stays
+    "pending" and the next run resumes from the last checkpoint."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        DataParallelTrainer._register_sigint_handler = lambda self, controller: None
+    except (ImportError, AttributeError):  # another Ray version: the default handler below still applies
+        pass
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _invalidate_from(ctx: StepContext, step: str, resume_own: bool) -> None:
+    """Before ``step`` touches anything: its state record and those of every later step become
+    pending records. Later steps get a new output token (their outputs, made from what this
+    step is about to replace, are stale); ``step`` itself keeps its pending token when it is
+    resumed (``resume_own``), else gets a new one."""
+    for s in STEPS[STEPS.index(step):]:
+        rec = read_state_record(ctx.layout, s)
+        if s == step and resume_own:
+            token = rec.get("output_token") if rec and rec.get("status") == "pending" else None
+        else:
+            token = new_output_token()
+        write_pending(ctx.layout, s, token)
+        ctx.tokens[s] = token
 
 
 def run_job(cfg: JobConfig, force: list[str] | None = None) -> dict:
-    """Run (or resume) a job; returns ``{step: {"status", "seconds", "outputs"}}``."""
+    """Run (or resume) a job; returns ``{step: {"status", "seconds", "outputs"}}``.
+
+    Raises :class:`PreflightError` (before Ray starts) when inputs or storage are unusable and
+    :class:`RunInterrupted` on Ctrl-C."""
     storage.configure_s3(cfg.storage.endpoint_url, cfg.storage.region)
+    force = list(force or [])
+    problems = check_storage(cfg)
+    if problems:
+        raise PreflightError(problems)
     layout = RunLayout(cfg.run_root)
     ctx = StepContext(cfg=cfg, layout=layout)
     funcs = _step_functions()
@@ -98,26 +163,137 @@ def run_job(cfg: JobConfig, force: list[str] | None = None) -> dict:
     summary: dict[str, dict] = {}
     steps = plan_steps(cfg)
     invalidated = False
-    for step in steps:
-        rec = read_state(layout, step)
-        fp = ctx.fingerprints[step]
-        if rec and rec["fingerprint"] == fp and not invalidated and step not in (force or []):
-            ctx.results[step] = rec["outputs"]
-            summary[step] = {"status": "skipped (done)", "seconds": 0.0, "outputs": rec["outputs"]}
-            log.info("[%s] already complete (state %s) - skipped", step, fp)
-            continue
-        if invalidated or step in (force or []):
-            ctx.restart.add(step)  # its partial outputs are stale: start from scratch
-        invalidated = True  # everything after a re-run step is re-run too
-        init_ray(cfg)  # only when some step has work to do: a finished job reruns in seconds
-        log.info("[%s] starting", step)
-        t0 = time.monotonic()
-        outputs = funcs[step](ctx)
-        seconds = time.monotonic() - t0
-        ctx.results[step] = outputs
-        write_state(layout, step, fp, outputs, seconds)
-        summary[step] = {"status": "ran", "seconds": round(seconds, 2), "outputs": outputs}
+    current = None
+    old_address = os.environ.get("RAY_ADDRESS")
+    try:
+        for step in steps:
+            rec = read_state(layout, step)
+            fp = ctx.fingerprints[step]
+            if rec and rec["fingerprint"] == fp and not invalidated and step not in force:
+                ctx.results[step] = rec["outputs"]
+                ctx.tokens[step] = rec.get("output_token")
+                summary[step] = {"status": "skipped (done)", "seconds": 0.0, "outputs": rec["outputs"]}
+                log.info("[%s] already complete (state %s) - skipped", step, fp)
+                continue
+            if not invalidated:  # the first step with work: check inputs, then mark it and all later steps not done
+                problems = check_inputs(cfg, steps[steps.index(step):])
+                if problems:
+                    raise PreflightError(problems)
+                _invalidate_from(ctx, step, resume_own=step not in force)
+            if invalidated or step in force:
+                ctx.restart.add(step)  # its partial outputs are stale: start from scratch
+            invalidated = True  # everything after a re-run step is re-run too
+            current = step
+            init_ray(cfg)  # only when some step has work to do: a finished job reruns in seconds
+            _ctrl_c_stops_the_job()
+            log.info("[%s] starting", step)
+            t0 = time.monotonic()
+            outputs = funcs[step](ctx)
+            seconds = time.monotonic() - t0
+            ctx.results[step] = outputs
+            write_state(layout, step, fp, outputs, seconds, token=ctx.tokens.get(step))
+            summary[step] = {"status": "ran", "seconds": round(seconds, 2), "outputs": outputs}
+            current = None
+    except KeyboardInterrupt:
+        raise RunInterrupted(current, [s for s in summary]) from None
+    finally:
+        if old_address is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = old_address
     return summary
+
+
+class PreflightError(Exception):
+    """Inputs or storage that cannot work, found before Ray starts: one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _endpoint(cfg: JobConfig) -> str:
+    return cfg.storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "the AWS default endpoint"
+
+
+def check_storage(cfg: JobConfig) -> list[str]:
+    """Can the run root be used? Local: a folder (or creatable) we may write to. ``s3://``: the
+    endpoint answers (one quick request, few retries). One line per problem, no secret in it."""
+    root = cfg.storage.root
+    if storage.is_remote(root):
+        if not root.startswith(("s3://", "s3a://")):
+            return []
+        import fsspec
+
+        try:
+            fs = fsspec.filesystem("s3", skip_instance_cache=True, retries=1,
+                                   config_kwargs={"connect_timeout": 5, "read_timeout": 10,
+                                                  "retries": {"max_attempts": 1, "mode": "standard"}},
+                                   **storage.s3_options())
+            fs.ls(cfg.run_root.split("://", 1)[1])
+        except FileNotFoundError:
+            return []  # a new run (or bucket not listable yet): writes will say more
+        except Exception as err:  # noqa: BLE001 - any failure here is one line for the user
+            text = storage.redact(str(err).strip().splitlines()[0] if str(err).strip() else "")
+            return [f"storage.root {storage.redact(root)}: cannot reach the S3 endpoint {storage.redact(_endpoint(cfg))}: "
+                    f"{type(err).__name__}: {text}"]
+        return []
+    path = storage.local_path(cfg.run_root)
+    probe = path
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return [f"storage.root {root}: {probe} is not a folder"]
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return [f"storage.root {root}: {probe} is not writable"]
+    return []
+
+
+def check_inputs(cfg: JobConfig, steps: list[str]) -> list[str]:
+    """Every input the ``steps`` about to run read, checked in the driver before Ray starts:
+    dataset files and image folders, the body model file, the VPoser checkpoint, and
+    ``network.weights`` (it must load with ``weights_only=True``)."""
+    problems: list[str] = []
+
+    def check(label: str, path: str | None, folder: bool = False) -> bool:
+        if not path:
+            return True
+        try:
+            fs, p = storage.filesystem(path)
+            ok = fs.isdir(p) if folder else fs.exists(p)
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"{label} {storage.redact(path)}: cannot be checked: {type(err).__name__}: "
+                            f"{storage.redact(str(err))[:200]}")
+            return False
+        if not ok:
+            problems.append(f"{label} {storage.redact(path)}: " + ("not a folder" if folder and fs.exists(p)
+                                                                   else "does not exist"))
+        return ok
+
+    if "manifest" in steps:
+        for d in cfg.datasets:
+            if d.format == "synth":
+                continue
+            if d.optional and d.path and not storage.exists(d.path):
+                continue  # skipped with a warning by the manifest step
+            check(f"datasets[{d.name}].path", d.path)
+            check(f"datasets[{d.name}].images", d.images, folder=True)
+        if cfg.body_model.path:
+            check("body_model.path", cfg.body_model.path)
+    if "train-prior" in steps and cfg.pose_prior.checkpoint:
+        check("pose_prior.checkpoint", cfg.pose_prior.checkpoint)
+    if cfg.network.weights and {"pretrain", "train-estimator"} & set(steps):
+        if check("network.weights", cfg.network.weights):
+            from annotator.steps.runtime import UnsafeCheckpointError, load_torch
+
+            try:
+                load_torch(cfg.network.weights, warn=False)
+            except UnsafeCheckpointError as err:
+                problems.append(f"network.weights {err}")
+            except Exception as err:  # noqa: BLE001
+                problems.append(f"network.weights {storage.redact(cfg.network.weights)}: not a torch file: "
+                                f"{type(err).__name__}: {storage.redact(str(err))[:200]}")
+    return problems
 
 
 def format_summary(cfg: JobConfig, summary: dict) -> str:
@@ -157,7 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = run_job(cfg, force=args.force)
+    try:
+        summary = run_job(cfg, force=args.force)
+    except PreflightError as err:
+        for line in err.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except RunInterrupted as err:
+        where = f"during step '{err.step}'" if err.step else "between steps"
+        done = f" ({', '.join(err.completed)} complete)" if err.completed else ""
+        print(f"interrupted: the run stopped {where}{done}; its state is 'pending', not done. "
+              f"Run the same command again to resume.", file=sys.stderr, flush=True)
+        return 130
     print(format_summary(cfg, summary), flush=True)
     return 0
 

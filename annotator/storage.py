@@ -55,6 +55,8 @@ def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
         return fs, os.path.abspath(os.path.expanduser(local))
     if protocol not in _FS_CACHE:
         opts = s3_options() if protocol in ("s3", "s3a") else {}
+        if protocol in ("s3", "s3a") and (creds := shared_credentials()):
+            opts.update(creds)
         _FS_CACHE[protocol] = fsspec.filesystem(protocol, **opts)
     return _FS_CACHE[protocol], path.split("://", 1)[1]
 
@@ -154,6 +156,56 @@ def pyarrow_filesystem(path: str):
     if not is_remote(path):
         return pafs.LocalFileSystem(), p
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), p
+
+
+# ----------------------------------------------------------------------------- credentials
+#: Name of the job's Ray actor that holds the driver's AWS credentials (``storage.pass_credentials``).
+CREDENTIALS_ACTOR = "annotator-aws-credentials"
+_CREDENTIALS_HANDLE = None
+_CREDENTIAL_ENV = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
+
+
+def share_credentials_with_workers() -> bool:
+    """Driver, after Ray started: hand the AWS credentials of this process's environment to
+    the job's workers through a named actor of the job (the value travels through the object
+    store, never through ``runtime_env``, a task's arguments or a log). False if there are none."""
+    import ray
+
+    creds = {opt: os.environ[var] for var, opt in _CREDENTIAL_ENV.items() if os.environ.get(var)}
+    if not creds:
+        return False
+
+    @ray.remote(num_cpus=0)
+    class _Credentials:
+        def __init__(self):
+            self.value = None
+
+        def put(self, value):
+            self.value = value
+
+        def get(self):
+            return self.value
+
+    global _CREDENTIALS_HANDLE
+    actor = _Credentials.options(name=CREDENTIALS_ACTOR, get_if_exists=True).remote()
+    ray.get(actor.put.remote(ray.put(creds)))
+    _CREDENTIALS_HANDLE = actor  # a Ray actor lives while the driver holds a handle to it
+    return True
+
+
+def shared_credentials() -> dict[str, str] | None:
+    """In a Ray worker of a job that shares credentials: ``{key, secret[, token]}``; else None
+    (the worker's own AWS credential chain is used)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        actor = ray.get_actor(CREDENTIALS_ACTOR)
+    except ValueError:
+        return None
+    return ray.get(actor.get.remote(), timeout=60)
 
 
 _SECRET_RE = re.compile(r"(?i)(aws_secret_access_key|aws_session_token|secret|token|password)=([^&\s]+)")

@@ -279,4 +279,6 @@ def test_cli_manifest_command(tmp_path, real_fixtures, capsys):
     assert (tmp_path / "run" / "rejects" / "c" / "part-00000.parquet").exists()
     args = parser.parse_args(["manifest", "--format", "coco", "--path", str(tmp_path / "nope.json"),
                               "--name", "c", "--out", str(out)])
-    assert args.func(args) == 2 and "nope.json" in capsys.readouterr().out
+    assert args.func(args) == 2
+    captured = capsys.readouterr()
+    assert "nope.json" in captured.err and captured.out == ""  # whole-file errors go to stderr

@@ -56,8 +56,8 @@ def test_bad_rows_do_not_break_the_batch_and_images_decode_once(tmp_path, monkey
     good = _gradient(tmp_path / "g.jpg", "JPEG")
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
     calls = []
-    real = images_mod.storage.read_bytes
-    monkeypatch.setattr(images_mod.storage, "read_bytes", lambda p: calls.append(p) or real(p))
+    real = images_mod._read  # every image read (local: a regular-file check, then the bytes)
+    monkeypatch.setattr(images_mod, "_read", lambda p: calls.append(p) or real(p))
     paths = [good, str(tmp_path / "missing.jpg"), good, str(tmp_path / "bad.jpg"), good]
     boxes = np.array([[10, 10, 50, 80], [10, 10, 50, 80], [300, 200, 60, 60], [0, 0, 10, 10], [0, 0, 0, 0]], float)
     crops = load_crops(paths, boxes, 32, 1.2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from annotator import storage
 
@@ -50,7 +51,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     try:
         info = build_manifest(ds, mcfg, args.out, rejects)
     except ManifestError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(info.to_json(), indent=2, sort_keys=True))
     return 0

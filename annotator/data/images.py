@@ -12,11 +12,22 @@ image is downscaled at least that much, and other formats are box-reduced first,
 final bilinear resample shrinks by less than a factor of 2 (no aliasing).
 
 A missing or corrupt image never raises for the batch: the row gets ``ok=False`` and an
-error (``reason`` code ``missing_image``/``corrupt_image`` + text) for the rejects table.
+error (``reason`` code ``missing_image``/``corrupt_image``/``image_too_large`` + text) for
+the rejects table.
+
+Hostile files: only regular files are opened (a FIFO or device is refused before any read),
+every read has a timeout (:data:`READ_TIMEOUT_S`), images over the pixel limit are refused
+from the header without decoding, and the EXIF orientation is applied the same way to the
+header size (manifest time) and to the decoded pixels (crop time), so sizes, boxes and
+keypoints all live in the displayed frame.
 """
 from __future__ import annotations
 
 import io
+import os
+import stat
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -26,6 +37,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from annotator import storage
+from annotator.config import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV
 from annotator.geometry.crop import bbox_to_center_size, crop_affine, invert_affine
 
 #: ImageNet channel statistics the ResNet backbones are built around (RGB, [0, 1] scale).
@@ -33,6 +45,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Threads for concurrent reads (I/O bound: on object stores each GET is latency-bound).
 IO_THREADS = 8
+#: Seconds one image read (header or whole file) may take before the image is rejected.
+READ_TIMEOUT_S = 60.0
+_EXIF_ORIENTATION = 0x0112
+#: EXIF orientation -> the transpose that turns the stored pixels into the displayed image
+#: (as PIL.ImageOps.exif_transpose does).
+_ORIENT_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# The pixel limit is ours (manifest.max_image_pixels, checked from the header); PIL's warning
+# between its own limit and twice it would only repeat that. PIL still refuses beyond twice it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageReadError(Exception):
@@ -43,13 +68,95 @@ class ImageReadError(Exception):
         self.reason = reason
 
 
-def _read(path: str) -> bytes:
+def decode_pixel_limit() -> int:
+    """The most pixels an image may have to be decoded: ``$ANNOTATOR_MAX_IMAGE_PIXELS`` (the
+    job's ``manifest.max_image_pixels``, set by the driver) or the default."""
     try:
-        return storage.read_bytes(path)
+        return max(1, int(os.environ.get(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_IMAGE_PIXELS
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1-8) of an opened image, from its header; 1 if absent/invalid."""
+    try:
+        value = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a malformed EXIF block is the same as none
+        return 1
+    return value if value in _ORIENT_TRANSPOSE or value == 1 else 1
+
+
+def displayed_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` as the image is displayed (EXIF orientation applied): the frame
+    COCO-style annotations are made in."""
+    w, h = int(img.size[0]), int(img.size[1])
+    return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
+
+
+def _check_pixels(path: str, size: tuple[int, int], limit: int) -> None:
+    if size[0] * size[1] > limit:
+        raise ImageReadError("image_too_large", f"{storage.redact(path)}: {size[0]}x{size[1]} = "
+                                                f"{size[0] * size[1]} pixels > manifest.max_image_pixels={limit}")
+
+
+def _with_timeout(fn, path: str, timeout: float | None = None):
+    """``fn()`` in a daemon thread; an :class:`ImageReadError` if it takes over ``timeout`` s
+    (a stalled network read or device must not hang the dataset; the thread is abandoned)."""
+    timeout = READ_TIMEOUT_S if timeout is None else timeout
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = err
+
+    t = threading.Thread(target=target, daemon=True, name="image-read")
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise ImageReadError("corrupt_image", f"{storage.redact(path)}: read timed out after {timeout:g} s")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]
+
+
+def _open_local(path: str) -> io.BufferedReader:
+    """A local image file opened for reading, only if it is a regular file (never blocks on a
+    FIFO or device: opened non-blocking and checked with fstat before any read)."""
+    local = storage.local_path(path)
+    try:
+        fd = os.open(local, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ImageReadError("missing_image", f"{storage.redact(path)}: image not found") from None
     except OSError as err:
-        raise ImageReadError("missing_image", f"{storage.redact(path)}: cannot read image: {err}") from None
+        raise ImageReadError("missing_image", f"{storage.redact(path)}: cannot open image: {err.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ImageReadError("corrupt_image", f"{storage.redact(path)}: not a regular file")
+    if st.st_size == 0:
+        os.close(fd)
+        raise ImageReadError("corrupt_image", f"{storage.redact(path)}: empty file (0 bytes)")
+    return os.fdopen(fd, "rb")
+
+
+def _read(path: str) -> bytes:
+    def read() -> bytes:
+        if not storage.is_remote(path):
+            with _open_local(path) as fh:
+                return fh.read()
+        try:
+            data = storage.read_bytes(path)
+        except FileNotFoundError:
+            raise ImageReadError("missing_image", f"{storage.redact(path)}: image not found") from None
+        except OSError as err:
+            raise ImageReadError("missing_image", f"{storage.redact(path)}: cannot read image: {err}") from None
+        if not data:
+            raise ImageReadError("corrupt_image", f"{storage.redact(path)}: empty file (0 bytes)")
+        return data
+
+    return _with_timeout(read, path)
 
 
 def _read_all(paths: Sequence[str]) -> list[bytes | ImageReadError]:
@@ -67,31 +174,51 @@ def _read_all(paths: Sequence[str]) -> list[bytes | ImageReadError]:
         return list(pool.map(one, paths))
 
 
+def _unreadable(path: str, err: Exception) -> ImageReadError:
+    if isinstance(err, Image.DecompressionBombError):
+        return ImageReadError("image_too_large", f"{storage.redact(path)}: {err}")
+    if isinstance(err, UnidentifiedImageError):  # its text names a file object, not the path
+        return ImageReadError("corrupt_image", f"{storage.redact(path)}: not a readable image (unknown format)")
+    return ImageReadError("corrupt_image", f"{storage.redact(path)}: not a readable image: {err}")
+
+
 def _open(path: str, data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageReadError("corrupt_image", f"{storage.redact(path)}: not a readable image: {err}") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise _unreadable(path, err) from None
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """``(width, height)`` from the image header (raises :class:`ImageReadError`)."""
+def image_size(path: str, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` as displayed (EXIF orientation applied), from the image header,
+    never decoding the pixels (raises :class:`ImageReadError`: missing, not a regular file,
+    empty, unreadable, more than ``max_pixels``, or a read over :data:`READ_TIMEOUT_S`)."""
+
+    def header() -> tuple[int, int]:
+        fh = _open_local(path) if not storage.is_remote(path) else storage.open_file(path, "rb")
+        try:
+            with fh, Image.open(fh) as img:
+                return displayed_size(img)
+        except FileNotFoundError:
+            raise ImageReadError("missing_image", f"{storage.redact(path)}: image not found") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise _unreadable(path, err) from None
+
     try:
-        with storage.open_file(path, "rb") as fh:
-            with Image.open(fh) as img:
-                return int(img.size[0]), int(img.size[1])
+        size = _with_timeout(header, path)
     except FileNotFoundError:
         raise ImageReadError("missing_image", f"{storage.redact(path)}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageReadError("corrupt_image", f"{storage.redact(path)}: not a readable image: {err}") from None
+    if max_pixels is not None:
+        _check_pixels(path, size, max_pixels)
+    return size
 
 
-def image_sizes(paths: Sequence[str]) -> list[tuple[int, int] | ImageReadError]:
+def image_sizes(paths: Sequence[str], max_pixels: int | None = None) -> list[tuple[int, int] | ImageReadError]:
     """Header sizes of many images (threaded); failures are returned, not raised."""
 
     def one(p: str) -> tuple[int, int] | ImageReadError:
         try:
-            return image_size(p)
+            return image_size(p, max_pixels)
         except ImageReadError as err:
             return err
 
@@ -153,7 +280,10 @@ def _crop_one_image(path: str, data: bytes, inverse: np.ndarray, side: np.ndarra
     out = np.empty((len(inverse), crop_size, crop_size, 3), dtype=np.uint8)
     for factor in np.unique(factors):
         with _open(path, data) as img:
+            orientation = exif_orientation(img)
             reduced, scale = _decode_reduced(img, float(factor))
+        if orientation in _ORIENT_TRANSPOSE:  # into the displayed frame (scale is the same on both axes)
+            reduced = reduced.transpose(_ORIENT_TRANSPOSE[orientation])
         to_reduced = np.diag([scale, scale])
         for k in np.nonzero(factors == factor)[0]:  # one C resample call per crop
             m = to_reduced @ inverse[k]  # crop px -> reduced-image px
@@ -164,12 +294,15 @@ def _crop_one_image(path: str, data: bytes, inverse: np.ndarray, side: np.ndarra
     return out
 
 
-def load_crops(image_paths: Sequence[str], bboxes: np.ndarray, crop_size: int, bbox_scale: float) -> CropBatch:
+def load_crops(image_paths: Sequence[str], bboxes: np.ndarray, crop_size: int, bbox_scale: float,
+               max_pixels: int | None = None) -> CropBatch:
     """Decode and crop N person boxes ``bboxes`` (N, 4) x, y, w, h of ``image_paths``.
 
-    Each distinct image is read once (and decoded once per reduction factor). Rows whose image is missing/corrupt (or
-    whose box is degenerate) get ``ok=False`` and a reason; the others are unaffected.
+    Each distinct image is read once (and decoded once per reduction factor). Rows whose image is missing/corrupt,
+    has more than ``max_pixels`` (default :func:`decode_pixel_limit`; checked from the header, before decoding),
+    or whose box is degenerate get ``ok=False`` and a reason; the others are unaffected.
     """
+    max_pixels = decode_pixel_limit() if max_pixels is None else max_pixels
     n = len(image_paths)
     bboxes = np.asarray(bboxes, dtype=np.float64).reshape(n, 4)
     center_t, side_t = bbox_to_center_size(torch.from_numpy(bboxes), bbox_scale)
@@ -195,13 +328,15 @@ def load_crops(image_paths: Sequence[str], bboxes: np.ndarray, crop_size: int, b
             if isinstance(data, ImageReadError):
                 raise data
             with _open(path, data) as img:
-                sizes[rows] = img.size
+                size = displayed_size(img)
+            _check_pixels(path, size, max_pixels)
+            sizes[rows] = size
             images[rows] = _crop_one_image(path, data, inverse[rows], side[rows], crop_size)
             ok[rows] = True
         except ImageReadError as err:
             for i in rows:
                 reasons[i], errors[i] = err.reason, str(err)
-        except (OSError, ValueError, SyntaxError) as err:  # truncated/corrupt data found while decoding
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # truncated/corrupt data
             for i in rows:
                 reasons[i], errors[i] = "corrupt_image", f"{storage.redact(path)}: cannot decode image: {err}"
             sizes[rows] = 0

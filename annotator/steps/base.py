@@ -10,6 +10,13 @@ the fingerprints of the steps before it. A rerun skips a step whose record exist
 the same fingerprint; a changed setting reruns that step and everything after it.
 Inside a step, work is committed per shard with deterministic file names, so a step
 interrupted half-way redoes only the missing shards.
+
+Before a step (re)runs, its record and those of every later step are replaced by *pending*
+records (``status: pending``) - before anything is deleted or rewritten - so an interrupted
+run is never reported done. A step that must start from scratch (forced, or an upstream
+step re-ran) gets a new ``output_token`` in its pending record; its output folders are
+marked with fingerprint + token, so the next run resumes the work done since that restart
+and never keeps outputs from before it.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +87,13 @@ class StepContext:
     def datasets(self, role: str):
         """The job's datasets of ``role`` that the manifest step produced (optional ones may be absent)."""
         made = self.result("manifest")["datasets"]
+    tokens: dict[str, str] = field(default_factory=dict)
+    """Output token of each step since its last restart (see the module doc); none: the fingerprint alone."""
+
+    def output_key(self, step: str) -> str:
+        """What a step's output folders are marked with: its fingerprint (+ restart token)."""
+        token = self.tokens.get(step)
+        return f"{self.fingerprints[step]}-{token}" if token else self.fingerprints[step]
         return [d for d in self.cfg.datasets_with_role(role) if d.name in made]
 
     def fresh_output_dir(self, step: str, path: str, patterns: tuple[str, ...] = ("part-*",)) -> None:
@@ -88,7 +103,7 @@ class StepContext:
         kept, so the step resumes; ones written under another configuration, or before an
         upstream step was re-run, are deleted first, so stale rows can never survive."""
         marker = storage.join(path, "_fingerprint.json")
-        fp = self.fingerprints[step]
+        fp = self.output_key(step)
         if step not in self.restart and storage.exists(marker) and storage.read_json(marker).get("fingerprint") == fp:
             return
         fs, p = storage.filesystem(path)
@@ -112,21 +127,48 @@ def fingerprint(payload: Any, upstream: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def read_state(layout: RunLayout, step: str) -> dict | None:
+def read_state_record(layout: RunLayout, step: str) -> dict | None:
+    """The raw state record of a step (done or pending), None if there is none."""
     path = layout.state(step)
     if not storage.exists(path):
         return None
-    rec = storage.read_json(path)
-    if rec.get("version") != STATE_VERSION:
+    try:
+        rec = storage.read_json(path)
+    except ValueError:  # not JSON: treated as no record (the step reruns)
+        return None
+    if not isinstance(rec, dict) or rec.get("version") != STATE_VERSION:
         return None
     return rec
 
 
-def write_state(layout: RunLayout, step: str, fp: str, outputs: dict, seconds: float) -> None:
+def read_state(layout: RunLayout, step: str) -> dict | None:
+    """The completion record of a step; None if it has none or its record is pending."""
+    rec = read_state_record(layout, step)
+    if rec is None or rec.get("status", "done") != "done":
+        return None
+    return rec
+
+
+def new_output_token() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def write_pending(layout: RunLayout, step: str, token: str | None) -> None:
+    """Mark a step not done (before any of its outputs is touched); ``token``: its output token."""
     storage.write_json_atomic(
         layout.state(step),
-        {"version": STATE_VERSION, "step": step, "fingerprint": fp, "outputs": outputs,
-         "seconds": round(seconds, 3), "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        {"version": STATE_VERSION, "step": step, "status": "pending", "fingerprint": None,
+         "output_token": token, "invalidated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+
+
+def write_state(layout: RunLayout, step: str, fp: str, outputs: dict, seconds: float,
+                token: str | None = None) -> None:
+    storage.write_json_atomic(
+        layout.state(step),
+        {"version": STATE_VERSION, "step": step, "status": "done", "fingerprint": fp, "outputs": outputs,
+         "output_token": token, "seconds": round(seconds, 3),
+         "completed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     )
 
 

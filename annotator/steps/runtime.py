@@ -3,7 +3,9 @@ and the Ray Data reader of manifest shards. The math lives in annotator.model/ge
 from __future__ import annotations
 
 import io
+import logging
 import os
+import pickle
 
 import torch
 
@@ -59,8 +61,25 @@ def save_torch(obj, path: str) -> None:
     storage.write_bytes_atomic(path, buf.getvalue())
 
 
-def load_torch(path: str):
-    return torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False)
+class UnsafeCheckpointError(ValueError):
+    """A torch file that does not load with ``weights_only=True`` (it would run code): refused."""
+
+
+def load_torch(path: str, warn: bool = True):
+    """A checkpoint written by :func:`save_torch` (tensors, dicts, lists, numbers, strings),
+    loaded with ``weights_only=True``: a file whose pickle would import or call anything else
+    is refused (:class:`UnsafeCheckpointError`, logged), never run."""
+    raw = storage.read_bytes(path)
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Unsupported" in ln or "WeightsUnpickler" in ln), lines[0] if lines else "?")
+        msg = (f"{storage.redact(path)}: refused: not a plain-tensor checkpoint, it does not load with "
+               f"weights_only=True ({why[:200]})")
+        if warn:
+            logging.getLogger("annotator").warning("%s", msg)
+        raise UnsafeCheckpointError(msg) from None
 
 
 def dense_list_columns(table):

@@ -155,7 +155,7 @@ def _newest_state(registered, ckpt_dir: str | None) -> dict | None:
         state = load_torch(stored)
     if registered is not None:
         with registered.as_directory() as d:
-            reg = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+            reg = load_torch(os.path.join(d, CHECKPOINT_FILE))
         if state is None or int(reg["epoch"]) > int(state["epoch"]):
             state = reg
     return state

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from annotator.config import DatasetConfig, ManifestConfig
 from annotator.data.adapters.coco import read_coco
-from annotator.data.adapters.common import AdapterResult
+from annotator.data.adapters.common import AdapterResult, image_root
 from annotator.data.adapters.mpii import read_mpii_json, read_mpii_mat
 from annotator.data.adapters.parquet import read_parquet
 from annotator.data.adapters.spin_npz import read_spin_npz
@@ -47,7 +47,10 @@ def build_manifest(ds: DatasetConfig, mcfg: ManifestConfig, manifest_dir: str, r
     annotation file raises (:class:`ManifestError`).
     """
     src = read_source(ds, mcfg)
-    rows, rejected = validate_rows(src.table, mcfg, ds.name)
+    # Image names must stay inside the images root; a Parquet source without ``images`` holds
+    # resolved paths of an earlier manifest (wherever that one's images were).
+    root = image_root(ds.images, ds.path) if ds.images or ds.format != "parquet" else None
+    rows, rejected = validate_rows(src.table, mcfg, ds.name, images_root=root)
     rejects = pa.concat_tables([src.rejects, rejected])
     return write_manifest(rows, manifest_dir, mcfg.shard_size, rejects=rejects, rejects_dir=rejects_dir,
                           input_count=src.input_count, dataset=ds.name)

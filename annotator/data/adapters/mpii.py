@@ -99,6 +99,13 @@ def _json_entry(entry: Any) -> tuple[str, str] | None:
     if j.shape != (NUM_JOINTS, 2) or v.shape != (NUM_JOINTS,) or c.shape != (2,):
         return "invalid_value", (f"expected joints (16, 2), joints_vis (16,), center (2,); "
                                  f"got {j.shape}, {v.shape}, {c.shape}")
+    return _scale_problem(float(entry["scale"]))
+
+
+def _scale_problem(scale: float) -> tuple[str, str] | None:
+    """A person height ``scale`` of 0 or less makes no box (NaN is left to the non-finite check)."""
+    if scale <= 0:
+        return "invalid_value", f"scale {scale:g} <= 0 (person height / 200 px must be positive)"
     return None
 
 
@@ -211,6 +218,9 @@ def read_mpii_mat(ds: DatasetConfig, mcfg: ManifestConfig) -> AdapterResult:
                 continue
             if pts is None:
                 rej.append((sid, "too_few_keypoints", "no annopoints (unannotated person / test split)", src))
+                continue
+            if (bad_scale := _scale_problem(_num(getattr(rect, "scale", None)))) is not None:
+                rej.append((sid, *bad_scale, src))
                 continue
             objpos = getattr(rect, "objpos", None)
             ids.append(sid)

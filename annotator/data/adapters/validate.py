@@ -7,22 +7,28 @@ decides its reject reason, in this order:
 2. ``non_finite``    - NaN/inf in any numeric column;
 3. ``invalid_value`` - bbox with w/h <= 0, keypoint lists not a multiple of 3, negative
    confidences, focal length <= 0, negative image size;
-4. ``missing_image`` / ``corrupt_image`` / ``image_size_mismatch`` - from the image header
-   (read when ``manifest.check_images`` or when the annotation lacks the image size,
-   which is then filled in);
-5. ``bbox_outside_image`` - less than :data:`MIN_BBOX_INSIDE_FRACTION` of the box area
+4. ``path_outside_images`` - the image path does not resolve (symlinks followed) inside the
+   dataset's images root (checked before any file is opened);
+5. ``image_too_large`` - the annotated size has more than ``manifest.max_image_pixels``;
+6. ``missing_image`` / ``corrupt_image`` / ``image_too_large`` / ``image_size_mismatch`` -
+   from the image header (read when ``manifest.check_images`` or when the annotation lacks
+   the image size, which is then filled in; the EXIF orientation applied);
+7. ``bbox_outside_image`` - less than :data:`MIN_BBOX_INSIDE_FRACTION` of the box area
    lies inside the image;
-6. ``too_few_keypoints`` - fewer than ``manifest.min_visible_keypoints`` keypoints with
+8. ``too_few_keypoints`` - fewer than ``manifest.min_visible_keypoints`` keypoints with
    confidence > 0.
 """
 from __future__ import annotations
 
+import os
+import posixpath
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from annotator import storage
 from annotator.config import ManifestConfig
 from annotator.data.images import ImageReadError, image_sizes
 from annotator.data.manifest import MANIFEST_SCHEMA, empty_rejects, rejects_table
@@ -112,7 +118,40 @@ def _check_values(table: pa.Table, bbox: np.ndarray, kp: tuple[np.ndarray, ...],
         v.mark(mask, "invalid_value", text)
 
 
-def _check_images(table: pa.Table, check_all: bool, v: _Verdicts) -> tuple[np.ndarray, np.ndarray]:
+def inside_root(path: str, root: str) -> bool:
+    """True if ``path`` resolves inside the folder ``root`` (local: symlinks followed)."""
+    if storage.is_remote(root) or storage.is_remote(path):
+        if not (storage.is_remote(root) and storage.is_remote(path)):
+            return False
+        base = root.rstrip("/")
+        scheme, rest = path.split("://", 1)
+        norm = scheme + "://" + posixpath.normpath(rest)
+        return norm.startswith(base + "/")
+    try:
+        base = os.path.realpath(storage.local_path(root))
+        real = os.path.realpath(storage.local_path(path))
+    except (ValueError, OSError):
+        return False
+    return real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _check_paths(table: pa.Table, root: str, v: _Verdicts) -> None:
+    paths = table.column("image_path").to_numpy(zero_copy_only=False)
+    outside = np.array([not inside_root(str(p), root) for p in paths], dtype=bool)
+    v.mark(outside, "path_outside_images",
+           lambda i: f"image {storage.redact(str(paths[i]))} is outside the images root {storage.redact(root)}")
+
+
+def _check_declared_pixels(table: pa.Table, limit: int, v: _Verdicts) -> None:
+    width = table.column("image_width").to_numpy().astype(np.int64)
+    height = table.column("image_height").to_numpy().astype(np.int64)
+    v.mark(width * height > limit, "image_too_large",
+           lambda i: f"annotated image size {width[i]}x{height[i]} = {width[i] * height[i]} pixels "
+                     f"> manifest.max_image_pixels={limit}")
+
+
+def _check_images(table: pa.Table, check_all: bool, v: _Verdicts,
+                  max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Header checks of the live rows' images; returns (width, height) with unknown sizes filled."""
     n = table.num_rows
     width = table.column("image_width").to_numpy().astype(np.int64)
@@ -124,20 +163,21 @@ def _check_images(table: pa.Table, check_all: bool, v: _Verdicts) -> tuple[np.nd
         return width, height
     rows = np.nonzero(need)[0]
     uniq, inv = np.unique(paths[rows], return_inverse=True)  # one header read per distinct image
-    results = image_sizes(list(uniq))
+    results = image_sizes(list(uniq), max_pixels)
     which = np.full(n, -1)
     which[rows] = inv
     codes = np.array([r.reason if isinstance(r, ImageReadError) else "" for r in results], dtype=object)
     row_code = np.full(n, "", dtype=object)
     row_code[rows] = codes[inv]
-    for code in ("missing_image", "corrupt_image"):
+    for code in ("missing_image", "corrupt_image", "image_too_large"):
         v.mark(row_code == code, code, lambda i: str(results[which[i]]))
     sizes = np.array([(0, 0) if isinstance(r, ImageReadError) else r for r in results], dtype=np.int64)
     hw, hh = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     hw[rows], hh[rows] = sizes.reshape(-1, 2)[inv, 0], sizes.reshape(-1, 2)[inv, 1]
     mismatch = need & ~unknown & (hw > 0) & ((hw != width) | (hh != height))
     v.mark(mismatch, "image_size_mismatch",
-           lambda i: f"annotation says {width[i]}x{height[i]}, image {paths[i]} is {hw[i]}x{hh[i]}")
+           lambda i: f"annotation says {width[i]}x{height[i]}, image {paths[i]} is {hw[i]}x{hh[i]} "
+                     f"(as displayed: EXIF orientation applied)")
     fill = need & unknown
     width[fill], height[fill] = hw[fill], hh[fill]
     return width, height
@@ -153,8 +193,10 @@ def _check_bbox_inside(bbox: np.ndarray, width: np.ndarray, height: np.ndarray, 
                      f"image (minimum {MIN_BBOX_INSIDE_FRACTION:.0%})")
 
 
-def validate_rows(table: pa.Table, mcfg: ManifestConfig, dataset: str) -> tuple[pa.Table, pa.Table]:
-    """Split candidate rows into (manifest rows, rejects); fills unknown image sizes."""
+def validate_rows(table: pa.Table, mcfg: ManifestConfig, dataset: str,
+                  images_root: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """Split candidate rows into (manifest rows, rejects); fills unknown image sizes.
+    ``images_root``: image paths must resolve inside it (``path_outside_images``)."""
     n = table.num_rows
     if n == 0:
         return table, empty_rejects()
@@ -168,7 +210,10 @@ def validate_rows(table: pa.Table, mcfg: ManifestConfig, dataset: str) -> tuple[
     kp_values, kp_parents = _flat(table, "keypoints_2d")
     conf_pos = (np.arange(len(kp_values)) - (np.cumsum(kp_len) - kp_len)[kp_parents]) % 3 == 2  # every 3rd value
     _check_values(table, bbox, (kp_len, kp_values, kp_parents, conf_pos), v)
-    width, height = _check_images(table, mcfg.check_images, v)
+    if images_root is not None:
+        _check_paths(table, images_root, v)
+    _check_declared_pixels(table, mcfg.max_image_pixels, v)
+    width, height = _check_images(table, mcfg.check_images, v, mcfg.max_image_pixels)
     _check_bbox_inside(bbox, width, height, v)
     labelled = np.bincount(kp_parents[conf_pos & (kp_values > 0)], minlength=n)
     v.mark(labelled < mcfg.min_visible_keypoints, "too_few_keypoints",
