@@ -55,7 +55,12 @@ def read_coco(ds: DatasetConfig, mcfg: ManifestConfig) -> AdapterResult:
         if not isinstance(data.get(key), list):
             raise ManifestError(f"{path}: COCO file has no list {key!r}")
     root = image_root(ds.images, path)
-    images = {im["id"]: im for im in data["images"] if isinstance(im, dict) and "id" in im and "file_name" in im}
+    images: dict = {}
+    listed: dict = {}  # image id -> positions in 'images' (a repeated id is ambiguous: its annotations are rejected)
+    for k, im in enumerate(data["images"]):
+        if isinstance(im, dict) and _is_id(im.get("id")) and "file_name" in im:
+            images.setdefault(im["id"], im)
+            listed.setdefault(im["id"], []).append(k)
     persons = _person_categories(data)
 
     keep: list[tuple[int, dict]] = []
@@ -70,16 +75,27 @@ def read_coco(ds: DatasetConfig, mcfg: ManifestConfig) -> AdapterResult:
         if not isinstance(ann, dict) or "id" not in ann:
             reject(f"{ds.name}/annotations[{i}]", "corrupt_file", "annotation is not an object with an 'id'", src)
             continue
+        if not _is_id(ann["id"]):
+            reject(f"{ds.name}/annotations[{i}]", "invalid_value",
+                   f"annotation id must be an integer or a non-empty string, got {ann['id']!r}", src)
+            continue
         sid = f"{ds.name}/{ann['id']}"
         src = source_ref(path, f"annotations[{i}] (id={ann['id']})")
-        if persons is not None and ann.get("category_id") not in persons:
+        image_id = ann.get("image_id")
+        if persons is not None and (not _is_id(ann.get("category_id")) or ann.get("category_id") not in persons):
             reject(sid, "not_person", f"category_id {ann.get('category_id')!r} has no keypoints", src)
         elif ann.get("iscrowd", 0):
             reject(sid, "crowd", "iscrowd=1 (crowd region, not a single person)", src)
-        elif ann.get("image_id") not in images:
-            reject(sid, "unknown_image", f"image_id {ann.get('image_id')!r} is not in 'images'", src)
+        elif not _is_id(image_id) or image_id not in images:
+            reject(sid, "unknown_image", f"image_id {image_id!r} is not in 'images'", src)
+        elif len(listed[image_id]) > 1:
+            reject(sid, "duplicate_id", f"image_id {image_id!r} is listed {len(listed[image_id])} times in 'images' "
+                                        f"(images{listed[image_id]}): ambiguous", src)
         elif (problem := _check_record(ann)) is not None:
             reject(sid, "invalid_value", problem, src)
+        elif not np.isfinite(np.asarray(ann["keypoints"][2::3], dtype=np.float64)).all():
+            # (NaN x/y and boxes are found by the common checks; a NaN flag would read as "not labelled")
+            reject(sid, "non_finite", "NaN/inf in a keypoint visibility flag", src)
         else:
             keep.append((i, ann))
 
@@ -107,6 +123,11 @@ def read_coco(ds: DatasetConfig, mcfg: ManifestConfig) -> AdapterResult:
     rejects = rejects_table(rej["sample_id"], ds.name, rej["reason"], rej["detail"], rej["source"]) \
         if rej["sample_id"] else empty_rejects()
     return AdapterResult(table=table, rejects=rejects, input_count=len(data["annotations"]))
+
+
+def _is_id(v: object) -> bool:
+    """COCO ids are integers (strings accepted); null, bool, float, list, dict are not ids."""
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v != "")
 
 
 def _int_or_zero(v: object) -> int:
