@@ -50,7 +50,9 @@ def stack_list_column(col: Any, width: int | None = None) -> tuple[np.ndarray, n
         arr = np.array(col, dtype=np.float32).reshape(n, -1)  # a copy: Ray hands over read-only views
         if width is not None and arr.shape[1] != width:  # an all-null column
             return np.zeros((n, width), np.float32), np.zeros(n, dtype=bool)
-        return arr, np.isfinite(arr).all(axis=1)
+        valid = np.isfinite(arr).all(axis=1)
+        arr[~valid] = 0.0  # null rows (NaN-filled by the manifest reader) are zeros, as below: 0 * NaN in a masked loss is NaN
+        return arr, valid
     valid = np.array([v is not None and np.size(v) > 0 for v in col], dtype=bool)
     if width is None:
         width = next((np.size(v) for v, ok in zip(col, valid) if ok), 0)
