@@ -59,6 +59,8 @@ def stack_list_column(col: Any, width: int | None = None) -> tuple[np.ndarray, n
     out = np.zeros((n, width), dtype=np.float32)
     if valid.any():
         out[valid] = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v, ok in zip(col, valid) if ok])
+    valid &= np.isfinite(out).all(axis=1)  # a null fixed-size list read back as NaN values
+    out[~valid] = 0.0
     return out, valid
 
 

@@ -55,6 +55,10 @@ class RunLayout:
     def checkpoints(self, step: str = "") -> str:
         return storage.join(self.root, "checkpoints", step) if step else storage.join(self.root, "checkpoints")
 
+    def crops(self, dataset: str) -> str:
+        """The crop cache of a dataset (:mod:`annotator.data.crop_cache`)."""
+        return storage.join(self.root, "crops", dataset)
+
     def prior(self, dataset: str) -> str:
         return storage.join(self.root, "prior", dataset)
 
@@ -83,10 +87,6 @@ class StepContext:
     results: dict[str, dict] = field(default_factory=dict)
     restart: set[str] = field(default_factory=set)
     """Steps that must start from scratch (forced, or an earlier step re-ran in this invocation)."""
-
-    def datasets(self, role: str):
-        """The job's datasets of ``role`` that the manifest step produced (optional ones may be absent)."""
-        made = self.result("manifest")["datasets"]
     tokens: dict[str, str] = field(default_factory=dict)
     """Output token of each step since its last restart (see the module doc); none: the fingerprint alone."""
 
@@ -94,6 +94,10 @@ class StepContext:
         """What a step's output folders are marked with: its fingerprint (+ restart token)."""
         token = self.tokens.get(step)
         return f"{self.fingerprints[step]}-{token}" if token else self.fingerprints[step]
+
+    def datasets(self, role: str):
+        """The job's datasets of ``role`` that the manifest step produced (optional ones may be absent)."""
+        made = self.result("manifest")["datasets"]
         return [d for d in self.cfg.datasets_with_role(role) if d.name in made]
 
     def fresh_output_dir(self, step: str, path: str, patterns: tuple[str, ...] = ("part-*",)) -> None:

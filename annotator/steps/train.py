@@ -37,21 +37,23 @@ CHECKPOINT_FILE = "state.pt"
 
 # --------------------------------------------------------------------------- worker side
 def train_loop(loop_cfg: dict) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker: the rows of its roles from the crop cache, then
+    :class:`~annotator.steps.trainer.Trainer` epochs; rank 0 reports checkpoints and the
+    learning curve (3D error of a held-out aux3d slice and of the target, where truth exists)."""
     import ray.train
     import ray.train.torch
 
     from annotator.body import load_body_model
     from annotator.body.prior import load_vposer
-    from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
-    from annotator.model.losses import compute_losses
-    from annotator.model.outputs import decode, smpl_joint_targets
     from annotator.steps.runtime import autocast, load_network, run_body_model_config, worker_config
+    from annotator.steps.trainer import StepSettings, Trainer, cycle_batches, epoch_order, monitor_3d, steps_per_epoch
 
     cfg = worker_config(loop_cfg["job"])
     step = loop_cfg["step"]
     tcfg = train_settings(cfg, step)
-    torch.manual_seed(tcfg.seed + ray.train.get_context().get_world_rank())
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(tcfg.seed + rank)
     device = ray.train.torch.get_device()
 
     body = load_body_model(run_body_model_config(cfg, loop_cfg["body_model_path"]), device=device)
@@ -61,85 +63,126 @@ def train_loop(loop_cfg: dict) -> None:
         vposer = load_vposer(loop_cfg["vposer_path"]).to(device).eval()
         for p in vposer.parameters():
             p.requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=tcfg.lr)
-    start_epoch = 0
+
+    roles = loop_cfg["roles"]
+    main = load_rows(roles["main"], cfg, body)
+    aux = load_rows(roles["aux"], cfg, body) if roles.get("aux") else None
+    n_aux = int(round(tcfg.batch_size * tcfg.aux3d_fraction)) if aux is not None and len(aux) else 0
+    n_main = max(1, tcfg.batch_size - n_aux)
+    spe = steps_per_epoch(len(main), n_main, world)
+    monitors = {name: load_rows(spec, cfg, body, with_truth=True) for name, spec in roles.get("monitor", {}).items()} \
+        if rank == 0 else {}
+
+    mode = "finetune" if step == "finetune" else "pretrain"  # the estimator is fully supervised
+    settings = StepSettings(mode=mode, crop_size=cfg.crop.size, augment=tcfg.augment,
+                            reprojection=tcfg.reprojection, use_prior_reg=tcfg.use_prior_reg)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    trainer = Trainer(net, body, tcfg, settings, device, total_steps=spe * tcfg.epochs, vposer=vposer,
+                      autocast=lambda: autocast(cfg, device), scaler=scaler, seed=tcfg.seed * 1000 + rank)
+    start_epoch, curve = 0, []
     state = _newest_state(ray.train.get_checkpoint(), loop_cfg.get("ckpt_dir"))
     if state is not None:
         net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"]) + 1
-    net = ray.train.torch.prepare_model(net)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-
-    main_name = "aux3d" if step == "pretrain" else "target"
-    main_shard = ray.train.get_dataset_shard(main_name)
-    aux_shard = ray.train.get_dataset_shard("aux3d") if step != "pretrain" and loop_cfg["mix_aux3d"] else None
-    n_aux = int(round(tcfg.batch_size * tcfg.aux3d_fraction)) if aux_shard is not None else 0
-    n_main = max(1, tcfg.batch_size - n_aux)
-    mode = "finetune" if step == "finetune" else "pretrain"  # the estimator is fully supervised
-
-    def aux_batches():
-        while True:  # aux3d is cycled: an epoch is one pass over the target data
-            yielded = False
-            for b in aux_shard.iter_batches(batch_size=n_aux, batch_format="numpy", drop_last=True):
-                yielded = True
-                yield b
-            if not yielded:
-                return
+        trainer.load_state_dict(state["trainer"])
+        start_epoch, curve = int(state["epoch"]) + 1, list(state.get("curve", []))
+    trainer.net = ray.train.torch.prepare_model(net)
+    aux_iter = cycle_batches(aux, n_aux, tcfg.seed, device, rank, world) if n_aux else None
 
     for epoch in range(start_epoch, tcfg.epochs):
-        net.train()
-        aux_iter = aux_batches() if n_aux else None
-        sums: dict[str, float] = {}
-        count = 0
         t0 = time.monotonic()
-        for np_batch in main_shard.iter_batches(batch_size=n_main, batch_format="numpy"):
-            parts = [np_batch]
-            if aux_iter is not None:
-                aux = next(aux_iter, None)
-                if aux is not None:
-                    parts.append(aux)
-            batches = [to_model_batch(_only_ok(p), device) for p in parts]
-            batches = [smpl_joint_targets(b, body, TRAIN_CONVENTION) for b in batches if b["img"].shape[0] > 0]
-            if not batches:
-                continue
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            terms_acc: dict[str, float] = {}
-            n_rows = sum(b["img"].shape[0] for b in batches)
-            for b in batches:  # loss is a row-weighted mean over the mixed parts
-                with autocast(cfg, device):
-                    pred = net(b["img"], b["bbox_info"])
-                dec = decode(pred, b, body, convention=TRAIN_CONVENTION, reprojection=tcfg.reprojection)
-                loss, terms = compute_losses(pred, dec, b, tcfg.loss, mode=mode, reprojection=tcfg.reprojection,
-                                             vposer=vposer, use_prior_reg=tcfg.use_prior_reg)
-                w = b["img"].shape[0] / n_rows
-                scaler.scale(loss * w).backward()
-                total += float(loss.detach()) * w
-                for k, v in terms.items():
-                    terms_acc[k] = terms_acc.get(k, 0.0) + float(v) * w
-            scaler.step(opt)
-            scaler.update()
-            sums["loss"] = sums.get("loss", 0.0) + total * n_rows
-            for k, v in terms_acc.items():
-                sums[k] = sums.get(k, 0.0) + v * n_rows
-            count += n_rows
-        metrics = {k: v / max(count, 1) for k, v in sums.items()}
+        metrics = trainer.epoch(main, epoch_order(len(main), tcfg.seed, epoch, rank, world), spe, aux_iter, n_aux)
+        train_s = time.monotonic() - t0
+        point = {"epoch": epoch, "steps": trainer.step_count, "loss": metrics.get("loss")}
+        if rank == 0:
+            for name, (rows, truth) in monitors.items():
+                point[name] = monitor_3d(trainer, rows, truth)
+            curve.append(point)
         # start_epoch: where this attempt began (> 0 after a resume from a checkpoint)
-        metrics.update(epoch=epoch, start_epoch=start_epoch, samples=count,
-                       samples_per_s=count / max(time.monotonic() - t0, 1e-9))
+        metrics.update(epoch=epoch, start_epoch=start_epoch, train_seconds=train_s,
+                       monitor_seconds=time.monotonic() - t0 - train_s)
         last = epoch == tcfg.epochs - 1
         if last or (epoch + 1) % tcfg.checkpoint_every_epochs == 0:
             with tempfile.TemporaryDirectory() as d:
-                if ray.train.get_context().get_world_rank() == 0:
-                    model = net.module if hasattr(net, "module") else net
-                    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                "step": step, "metrics": metrics}, os.path.join(d, CHECKPOINT_FILE))
+                if rank == 0:
+                    model = trainer.net.module if hasattr(trainer.net, "module") else trainer.net
+                    torch.save({"model": model.state_dict(), "trainer": trainer.state_dict(), "epoch": epoch,
+                                "step": step, "metrics": metrics, "curve": curve},
+                               os.path.join(d, CHECKPOINT_FILE))
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
                 else:
                     ray.train.report(metrics)
         else:
             ray.train.report(metrics)
+
+
+def load_rows(spec: dict, cfg, body, with_truth: bool = False):
+    """The rows of one role (``spec`` from :func:`_role_specs`): manifest columns joined with
+    the cached crops, plus the attached prior / pseudo-GT columns, as
+    :class:`~annotator.steps.trainer.TrainRows`. ``with_truth``: also the SMPL truth of the
+    rows (monitor sets), as ``(rows, truth)``."""
+    from annotator.steps.trainer import TrainRows
+
+    cols = _load_columns(spec, cfg)
+    rows = TrainRows(cols, body=body if spec.get("attach") == "attach_pseudo_gt" else None)
+    if not with_truth:
+        return rows
+    return rows, _truth(spec, rows.sample_id, cols)
+
+
+def _load_columns(spec: dict, cfg) -> dict[str, np.ndarray]:
+    from annotator.data import crop_cache
+    from annotator.data.manifest import read_parquet_file
+    from annotator.steps.runtime import dense_list_columns
+
+    frames = []
+    for shard, cached in zip(spec["manifest"], spec["cache"]):
+        t = dense_list_columns(read_parquet_file(shard))
+        cols = {name: t.column(name).to_numpy(zero_copy_only=False) for name in t.column_names}
+        cols["path"] = np.full(t.num_rows, shard, dtype=object)
+        crops = crop_cache.read_shard(cached, cfg.crop)
+        if not np.array_equal(crops["sample_id"], cols["sample_id"]):
+            raise RuntimeError(f"crop cache {storage.redact(cached)} does not match manifest {storage.redact(shard)}")
+        cols.update({k: v for k, v in crops.items() if k != "sample_id"})
+        keep = np.asarray(cols["ok"], bool) & ~_heldout_mask(cols["sample_id"], spec.get("heldout", 0.0),
+                                                             spec.get("only_heldout", False))
+        cols = {k: v[keep] for k, v in cols.items()}
+        if spec.get("attach") and len(cols["sample_id"]):
+            from annotator.steps import infer
+
+            cols = getattr(infer, spec["attach"])(cols, spec["dirs"])
+        frames.append(cols)
+    cols = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]} if frames else {}
+    if spec.get("max_rows") and cols and len(cols["sample_id"]) > spec["max_rows"]:
+        cols = {k: v[: spec["max_rows"]] for k, v in cols.items()}
+    return cols
+
+
+def _heldout_mask(sample_ids: np.ndarray, fraction: float, only: bool) -> np.ndarray:
+    """Rows of the held-out slice (a stable hash of ``sample_id``), or its complement."""
+    import hashlib
+
+    if fraction <= 0:
+        return np.ones(len(sample_ids), bool) if only else np.zeros(len(sample_ids), bool)
+    bucket = np.array([int(hashlib.sha1(str(s).encode()).hexdigest()[:8], 16) % 10_000 for s in sample_ids])
+    held = bucket < int(round(fraction * 10_000))
+    return ~held if only else held
+
+
+def _truth(spec: dict, sample_ids: np.ndarray, cols: dict) -> dict[str, torch.Tensor]:
+    """SMPL truth of monitor rows: the dataset's ground-truth file (synthetic sets, read for
+    evaluation only) or the rows' own SMPL columns (aux3d)."""
+    import pandas as pd
+
+    from annotator.evaluation.reports import ground_truth, stack_column
+
+    if spec.get("truth") == "manifest":
+        arrs = {k: stack_column(pd.Series(list(cols[f"smpl_{k}"])), w) for k, w in
+                (("global_orient", 3), ("body_pose", 69), ("betas", 10))}
+    else:
+        frames = [ground_truth(name, made) for name, made in spec["truth"].items()]
+        gt = pd.concat([f for f in frames if f is not None]).loc[list(sample_ids)]
+        arrs = {k: stack_column(gt[k], w) for k, w in (("global_orient", 3), ("body_pose", 69), ("betas", 10))}
+    return {k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in arrs.items()}
 
 
 def _newest_state(registered, ckpt_dir: str | None) -> dict | None:
@@ -161,7 +204,7 @@ def _newest_state(registered, ckpt_dir: str | None) -> dict | None:
     return state
 
 
-def train_settings(cfg, step: str):
+def train_settings(cfg, step: str):  # noqa: D401
     """The :class:`~annotator.config.TrainConfig` of a training step."""
     return {"pretrain": cfg.pretrain, "finetune": cfg.finetune, "train-estimator": cfg.estimator}[step]
 
@@ -174,48 +217,74 @@ def _only_ok(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- driver side
-def _datasets(ctx: StepContext, step: str) -> dict:
-    from annotator.data.batching import decode_batch
-    from annotator.steps.runtime import read_manifest_dataset
+def ensure_crop_cache(ctx: StepContext, names: list[str]) -> dict[str, list[str]]:
+    """The crop cache shards of datasets ``names`` (one per manifest shard, same order),
+    decoding the missing ones in parallel Ray tasks; caches of other settings are removed."""
+    import ray
 
+    from annotator.data import crop_cache
+
+    cfg, manifest = ctx.cfg, ctx.result("manifest")
+    out, todo = {}, []
+    for name in names:
+        shards = manifest["datasets"][name]["shards"]
+        key = crop_cache.cache_key(cfg.crop, shards)
+        for stale in crop_cache.stale_caches(ctx.layout.crops(name), key):
+            storage.remove(stale, recursive=True)
+        cache_dir = storage.join(ctx.layout.crops(name), key)
+        out[name] = [crop_cache.cache_shard_path(cache_dir, s) for s in shards]
+        todo += [(s, c) for s, c in zip(shards, out[name]) if not storage.exists(c)]
+    if todo:
+        t0 = time.monotonic()
+        build = ray.remote(num_cpus=cfg.ray.decode_cpus)(crop_cache.build_shard)
+        rows = sum(ray.get([build.remote(s, c, cfg.crop) for s, c in todo]))
+        log.info("[crops] cached %d crops of %d shard(s) in %.1fs", rows, len(todo), time.monotonic() - t0)
+    return out
+
+
+def _role_specs(ctx: StepContext, step: str) -> dict:
+    """What each worker loads: the ``main`` rows an epoch passes over (pretrain: aux3d;
+    finetune: target + prior predictions; estimator: aux3d + target pseudo-GT), the ``aux``
+    rows mixed into every finetune batch, and the learning curve's ``monitor`` sets."""
     cfg = ctx.cfg
     manifest = ctx.result("manifest")
-
-    def shards(role: str) -> list[str]:
-        return [s for d in ctx.datasets(role) for s in manifest["datasets"][d.name]["shards"]]
-
-    def decoded(ds):
-        return ds.map_batches(decode_batch, fn_kwargs={"crop": cfg.crop}, batch_size=64,
-                              batch_format="numpy", num_cpus=cfg.ray.decode_cpus)
-
-    out = {}
-    aux = shards("aux3d")
     tcfg = train_settings(cfg, step)
-    if step == "pretrain" or (tcfg.aux3d_fraction > 0 and aux):
-        if not aux:
-            raise RuntimeError("pretrain needs at least one dataset with role 'aux3d'")
-        # finetune cycles aux3d in manifest order; the fully supervised steps shuffle it
-        ds = read_manifest_dataset(aux) if step == "finetune" else read_manifest_dataset(aux).random_shuffle(seed=tcfg.seed)
-        out["aux3d"] = decoded(ds)
-    if step == "finetune":
-        from annotator.steps.infer import attach_prior
+    aux_names = [d.name for d in ctx.datasets("aux3d")]
+    target_names = [d.name for d in ctx.datasets("target")]
+    if step == "pretrain" and not aux_names:
+        raise RuntimeError("pretrain needs at least one dataset with role 'aux3d'")
+    if step == "train-estimator" and not target_names:
+        raise RuntimeError("train-estimator needs the pseudo-GT of at least one 'target' dataset")
+    cache = ensure_crop_cache(ctx, aux_names + target_names)
 
-        target = shards("target")
-        prior_dirs = {d.name: ctx.layout.prior(d.name) for d in ctx.datasets("target")}
-        ds = read_manifest_dataset(target).map_batches(
-            attach_prior, fn_kwargs={"prior_dirs": prior_dirs}, batch_format="numpy", batch_size=256)
-        out["target"] = decoded(ds.random_shuffle(seed=cfg.finetune.seed))
-    if step == "train-estimator":
-        from annotator.steps.infer import attach_pseudo_gt
+    def spec(names: list[str], **extra) -> dict:
+        return {"manifest": [s for n in names for s in manifest["datasets"][n]["shards"]],
+                "cache": [c for n in names for c in cache[n]], **extra}
 
-        target = shards("target")
-        if not target:
-            raise RuntimeError("train-estimator needs the pseudo-GT of at least one 'target' dataset")
-        pgt_dirs = {d.name: ctx.layout.pseudo_gt(d.name) for d in ctx.datasets("target")}
-        ds = read_manifest_dataset(target).map_batches(
-            attach_pseudo_gt, fn_kwargs={"pseudo_gt_dirs": pgt_dirs}, batch_format="numpy", batch_size=256)
-        out["target"] = decoded(ds.random_shuffle(seed=cfg.estimator.seed))
-    return out
+    held = tcfg.heldout_fraction
+    roles: dict = {}
+    if step == "pretrain":
+        roles["main"] = spec(aux_names, heldout=held)
+    elif step == "finetune":
+        roles["main"] = spec(target_names, attach="attach_prior",
+                             dirs={n: ctx.layout.prior(n) for n in target_names})
+        if tcfg.aux3d_fraction > 0 and aux_names:
+            roles["aux"] = spec(aux_names)
+    else:  # the estimator: the targets' pseudo-GT, each batch mixed with aux3d rows as in finetune
+        roles["main"] = spec(target_names, attach="attach_pseudo_gt",
+                             dirs={n: ctx.layout.pseudo_gt(n) for n in target_names})
+        if tcfg.aux3d_fraction > 0 and aux_names:
+            roles["aux"] = spec(aux_names, heldout=held)
+    monitor = {}
+    if aux_names and tcfg.heldout_fraction > 0:
+        monitor["aux3d_heldout"] = spec(aux_names, heldout=tcfg.heldout_fraction, only_heldout=True,
+                                        truth="manifest", max_rows=tcfg.monitor_rows)
+    with_truth = [n for n in target_names if manifest["datasets"][n].get("ground_truth")]
+    if with_truth and tcfg.monitor_rows > 0:
+        monitor["target"] = spec(with_truth, truth={n: manifest["datasets"][n] for n in with_truth},
+                                 max_rows=tcfg.monitor_rows)
+    roles["monitor"] = monitor
+    return roles
 
 
 def latest_checkpoint(ckpt_dir: str) -> str | None:
@@ -249,7 +318,7 @@ def run_training(ctx: StepContext, step: str) -> dict:
     ckpt_dir = ctx.layout.checkpoints(step)
     body_path = ctx.result("manifest")["body_model_path"]
     loop_cfg = {"job": cfg.model_dump_json(), "step": step, "body_model_path": body_path,
-                "mix_aux3d": bool(ctx.datasets("aux3d")) and tcfg.aux3d_fraction > 0}
+                "roles": _role_specs(ctx, step)}
     if step in ("pretrain", "train-estimator"):
         loop_cfg["init_weights"] = None  # from scratch; backbone weights (if any) come from network.weights
     else:
@@ -277,7 +346,6 @@ def run_training(ctx: StepContext, step: str) -> dict:
             failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
-        datasets=_datasets(ctx, step),
     )
     t0 = time.monotonic()
     result = trainer.fit()
@@ -290,12 +358,13 @@ def run_training(ctx: StepContext, step: str) -> dict:
     state = load_torch(final)
     weights = storage.join(ckpt_dir, "model.pt")
     save_torch({"model": state["model"], "step": step, "epoch": state["epoch"]}, weights)
+    curve = state.get("curve", [])
     metrics = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else v)
                for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
     log.info("[%s] done in %.1fs: %s", step, seconds,
              ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return {"weights": weights, "epochs": tcfg.epochs, "resumed_from": resume, "metrics": metrics,
-            "seconds": round(seconds, 2)}
+            "seconds": round(seconds, 2), "curve": curve}
 
 
 def run_pretrain(ctx: StepContext) -> dict:

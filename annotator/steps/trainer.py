@@ -1,0 +1,230 @@
+"""The training step's math, free of Ray: in-memory rows, batches, one optimiser step, an
+epoch, the learning-rate schedule and the per-epoch held-out 3D monitor.
+
+:func:`annotator.steps.train.train_loop` (on every Ray Train worker) and the benchmarks
+call the same functions, so what the benchmark measures is what the step runs.
+
+Rows come from the crop cache (:mod:`annotator.data.crop_cache`): manifest columns plus a
+uint8 *context* crop per row. :class:`TrainRows` turns them into the model's batch
+contract once (:func:`annotator.data.batching.to_model_batch`), so a batch is a tensor
+index, and :func:`annotator.data.augment.augment_batch` makes the network crop of each
+row on the fly (identity parameters when augmentation is off).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from annotator.data.augment import AugmentParams, augment_batch
+from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
+from annotator.data.images import normalize_images
+from annotator.model.losses import compute_losses
+from annotator.model.outputs import decode, smpl_joint_targets
+
+
+class TrainRows:
+    """Rows of one role (cached crops + manifest columns) as model-batch tensors.
+
+    ``columns``: numpy columns of the rows (``img`` (N, 3, Sc, Sc) uint8 context crops and
+    the manifest/attached columns). Rows with ``ok = False`` are dropped."""
+
+    def __init__(self, columns: dict[str, np.ndarray], body=None):
+        ok = np.asarray(columns.get("ok", np.ones(len(columns["sample_id"]), bool)), dtype=bool)
+        cols = {k: v[ok] for k, v in columns.items()} if not ok.all() else dict(columns)
+        self.images = torch.from_numpy(np.ascontiguousarray(cols.pop("img")))
+        self.sample_id = np.asarray(cols["sample_id"])
+        stub = np.zeros((len(self.sample_id), 3, 1, 1), np.uint8)
+        self.tensors = to_model_batch({**cols, "img": stub})
+        self.tensors.pop("img")
+        if body is not None:  # pseudo-GT rows: their 3D joints from the body model, once
+            self.tensors = smpl_joint_targets(self.tensors, body, TRAIN_CONVENTION)
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+    def take(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """The batch of rows ``index`` with normalised context crops in ``img``."""
+        out = {k: v[index].to(device) for k, v in self.tensors.items()}
+        out["img"] = normalize_images(self.images[index], device)
+        return out
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """This rank's rows of one epoch: a seeded permutation of ``range(n)``, dealt out so
+    that every row goes to exactly one rank."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)[rank::world]
+
+
+def steps_per_epoch(n: int, batch: int, world: int = 1) -> int:
+    """Optimiser steps of one epoch, the same on every rank (the rank with most rows)."""
+    return math.ceil(math.ceil(n / world) / batch) if n else 0
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at ``step``: linear warm-up, then constant or
+    cosine decay to 1% at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass
+class StepSettings:
+    """What one optimiser step needs to know beyond the batch."""
+
+    mode: str  # "pretrain" (full supervision) or "finetune"
+    crop_size: int
+    augment: object | None = None  # AugmentConfig or None
+    reprojection: str = "full"
+    use_prior_reg: bool = True
+
+
+class Trainer:
+    """One network, its optimiser and schedule, and the losses of a step (no Ray)."""
+
+    def __init__(self, net, body, tcfg, settings: StepSettings, device: torch.device, total_steps: int,
+                 vposer=None, autocast=None, scaler=None, seed: int = 0):
+        self.net, self.body, self.tcfg, self.s = net, body, tcfg, settings
+        self.device, self.vposer = device, vposer
+        self.opt = torch.optim.Adam(net.parameters(), lr=tcfg.lr)
+        self.total_steps, self.step_count, self.skipped_steps = total_steps, 0, 0
+        self.autocast = autocast or (lambda: torch.autocast(device_type=device.type, enabled=False))
+        self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.opt.state_dict(), "step_count": self.step_count,
+                "rng": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.step_count = int(state.get("step_count", 0))
+        if "rng" in state:
+            self.gen.set_state(state["rng"])
+
+    def crops(self, batch: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
+        """Network crops of a batch of context crops (augmented when training with it on)."""
+        n = batch["img"].shape[0]
+        aug = self.s.augment if train and self.s.augment is not None and self.s.augment.enabled else None
+        params = AugmentParams.sample(n, aug, self.gen, self.device) if aug else AugmentParams.identity(n, self.device)
+        out = augment_batch(batch, params, self.s.crop_size,
+                            colour=aug.colour if aug else 0.0, occlusion_prob=aug.occlusion_prob if aug else 0.0,
+                            generator=self.gen)
+        if out["img"].is_cuda:
+            out["img"] = out["img"].contiguous(memory_format=torch.channels_last)
+        return out
+
+    def step(self, parts: list[dict[str, torch.Tensor]], weight: float = 1.0) -> dict[str, float]:
+        """One optimiser step on the parts of a mixed batch (row-weighted mean loss).
+        ``weight`` 0 runs the step without learning from it (keeps DDP ranks in lockstep)."""
+        for g in self.opt.param_groups:
+            g["lr"] = self.tcfg.lr * lr_factor(self.step_count, self.total_steps, self.tcfg.warmup_steps,
+                                               self.tcfg.lr_schedule)
+        self.net.train()
+        self.opt.zero_grad(set_to_none=True)
+        n_rows = sum(p["img"].shape[0] for p in parts)
+        terms_acc: dict[str, float] = {}
+        for raw in parts:
+            b = self.crops(raw, train=True)
+            with self.autocast():
+                pred = self.net(b["img"], b["bbox_info"])
+            dec = decode(pred, b, self.body, convention=TRAIN_CONVENTION, reprojection=self.s.reprojection)
+            loss, terms = compute_losses(pred, dec, b, self.tcfg.loss, mode=self.s.mode,
+                                         reprojection=self.s.reprojection, vposer=self.vposer,
+                                         use_prior_reg=self.s.use_prior_reg)
+            w = b["img"].shape[0] / n_rows
+            self.scaler.scale(loss * (w * weight)).backward()
+            for k, v in terms.items():
+                terms_acc[k] = terms_acc.get(k, 0.0) + float(v) * w
+        self.scaler.unscale_(self.opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.tcfg.grad_clip)
+        if torch.isfinite(grad_norm):  # a non-finite gradient (a degenerate camera) skips the step
+            self.scaler.step(self.opt)
+        else:
+            self.skipped_steps += 1
+        self.scaler.update()
+        self.step_count += 1
+        return terms_acc
+
+    def epoch(self, main: TrainRows, order: torch.Tensor, steps: int, aux: Iterator | None = None,
+              n_aux: int = 0) -> dict[str, float]:
+        """One pass over ``main`` rows in ``order`` (this rank's), ``steps`` optimiser steps,
+        each with ``n_aux`` rows from the ``aux`` batch iterator mixed in."""
+        n_main = max(1, self.tcfg.batch_size - n_aux)
+        sums: dict[str, float] = {}
+        count = 0
+        t0 = time.monotonic()
+        for i in range(steps):
+            idx = order[i * n_main:(i + 1) * n_main]
+            weight = 1.0
+            if len(idx) == 0:  # this rank ran out one step early: a step that learns nothing
+                idx, weight = order[:1], 0.0
+            parts = [main.take(idx, self.device)]
+            if aux is not None and n_aux:
+                parts.append(next(aux))
+            terms = self.step(parts, weight)
+            rows = sum(p["img"].shape[0] for p in parts) if weight else 0
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v * rows
+            count += rows
+        out = {("loss" if k == "total" else k): v / max(count, 1) for k, v in sums.items()}
+        out.update(samples=count, samples_per_s=count / max(time.monotonic() - t0, 1e-9),
+                   lr=self.opt.param_groups[0]["lr"], skipped_steps=self.skipped_steps)
+        return out
+
+
+def cycle_batches(rows: TrainRows, batch: int, seed: int, device: torch.device, rank: int = 0,
+                  world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of ``rows`` (reshuffled each pass): the aux3d half of finetune batches."""
+    k = 0
+    while True:
+        order = epoch_order(len(rows), seed + 7, k, rank, world)
+        if len(order) < batch:
+            order = order.repeat(math.ceil(batch / max(len(order), 1)))
+        for i in range(0, len(order) - batch + 1, batch):
+            yield rows.take(order[i:i + batch], device)
+        k += 1
+
+
+@torch.no_grad()
+def monitor_3d(trainer: Trainer, rows: TrainRows, truth: dict[str, torch.Tensor], batch: int = 128) -> dict[str, float]:
+    """3D error of the network on ``rows`` against SMPL ``truth`` (``global_orient``,
+    ``body_pose``, ``betas`` (N, ...)): MPJPE, PA-MPJPE (mm, COCO-17, mid-hip aligned) and
+    the median global-orientation error (degrees). The learning curve's points."""
+    from annotator.body.joints import get_convention, select_keypoints
+    from annotator.evaluation.metrics import mpjpe, orientation_error_deg, pa_mpjpe
+
+    net, body = trainer.net, trainer.body
+    net.eval()
+    root = list(get_convention("coco17").root)
+    errs = {"mpjpe": [], "pa_mpjpe": [], "orient": []}
+    for s in range(0, len(rows), batch):
+        idx = torch.arange(s, min(len(rows), s + batch))
+        b = trainer.crops(rows.take(idx, trainer.device), train=False)
+        with trainer.autocast():
+            pred = net(b["img"], b["bbox_info"])
+        dec = decode(pred, b, body, convention=TRAIN_CONVENTION)
+        gt = {k: v[idx].to(trainer.device) for k, v in truth.items()}
+        go = body(global_orient=gt["global_orient"], body_pose=gt["body_pose"], betas=gt["betas"])
+        gj = select_keypoints(go.keypoints, body.keypoint_names, "coco17") * 1000
+        pj = dec["keypoints_3d"] * 1000
+        errs["mpjpe"].append(mpjpe(pj, gj, root=root).cpu())
+        errs["pa_mpjpe"].append(pa_mpjpe(pj, gj).cpu())
+        errs["orient"].append(orientation_error_deg(dec["global_orient"], gt["global_orient"]).cpu())
+    net.train()
+    cat = {k: torch.cat(v) for k, v in errs.items()}
+    return {"mpjpe": float(cat["mpjpe"].mean()), "pa_mpjpe": float(cat["pa_mpjpe"].mean()),
+            "orient_median_deg": float(cat["orient"].median()), "rows": len(rows)}
+
+
+__all__ = ["TrainRows", "Trainer", "StepSettings", "epoch_order", "steps_per_epoch", "lr_factor",
+           "cycle_batches", "monitor_3d"]

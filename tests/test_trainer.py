@@ -1,0 +1,121 @@
+"""The training step's Ray-free parts: crop cache, epoch order, schedule, one epoch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from annotator.config import CropConfig, NetworkConfig, TrainConfig
+from annotator.data import crop_cache
+from annotator.data.images import load_crops
+from annotator.data.manifest import columns_to_table, write_manifest
+from annotator.steps.trainer import (StepSettings, Trainer, TrainRows, epoch_order, lr_factor, monitor_3d,
+                                     steps_per_epoch)
+
+
+def _manifest(tmp_path, n=10, seed=0):
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"img{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(p, quality=95)
+        paths.append(str(p))
+    kp = np.concatenate([rng.uniform(20, 100, (n, 17, 2)), np.ones((n, 17, 1))], -1)
+    table = columns_to_table(
+        n, sample_id=[f"toy/{i}" for i in range(n)], dataset="toy", source="toy.json",
+        image_path=[paths[i % 3] for i in range(n)], image_width=np.full(n, 160, np.int32),
+        image_height=np.full(n, 120, np.int32), bbox=np.column_stack([rng.uniform(10, 60, (n, 2)), rng.uniform(20, 50, (n, 2))]),
+        keypoints_2d=kp.reshape(n, -1), keypoint_convention="coco17", has_smpl=False, has_3d=False)
+    return write_manifest(table, str(tmp_path / "manifest"), shard_size=4)
+
+
+def test_crop_cache_holds_the_decoded_context_crops_and_keys_by_settings(tmp_path):
+    from annotator.data.manifest import manifest_shards
+
+    _manifest(tmp_path)
+    shards = manifest_shards(str(tmp_path / "manifest"))
+    crop = CropConfig(size=32, cache_context=1.25)
+    key = crop_cache.cache_key(crop, shards)
+    assert key == crop_cache.cache_key(crop, shards)
+    assert key != crop_cache.cache_key(CropConfig(size=48, cache_context=1.25), shards)
+    assert key != crop_cache.cache_key(CropConfig(size=32, cache_context=1.5), shards)
+    out = str(tmp_path / "crops" / key / "part-00000.parquet")
+    rows = crop_cache.build_shard(shards[0], out, crop)
+    got = crop_cache.read_shard(out, crop)
+    assert rows == len(got["sample_id"]) == 4
+    from annotator.data.manifest import read_parquet_file
+
+    t = read_parquet_file(shards[0]).to_pandas()
+    fresh = load_crops(list(t["image_path"]), np.stack(t["bbox"]), 40, crop.bbox_scale * 1.25)
+    assert got["img"].shape == (4, 3, 40, 40) and got["img"].dtype == np.uint8
+    assert np.array_equal(got["img"], fresh.images)
+    assert np.allclose(got["box_size"] * 1.25, fresh.box_size) and np.allclose(got["affine"], fresh.affine)
+    assert list(got["sample_id"]) == list(t["sample_id"])
+    (tmp_path / "crops" / "oldkey").mkdir()
+    stale = crop_cache.stale_caches(str(tmp_path / "crops"), key)
+    assert [s.rsplit("/", 1)[-1] for s in stale] == ["oldkey"]
+    assert crop_cache.bytes_per_crop(CropConfig(size=224, cache_context=1.25)) == 3 * 280 * 280
+
+
+@pytest.mark.parametrize("n,world", [(10, 1), (11, 2), (7, 3)])
+def test_epoch_order_deals_every_row_to_exactly_one_rank(n, world):
+    parts = [epoch_order(n, seed=4, epoch=2, rank=r, world=world) for r in range(world)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(n))
+    assert not torch.equal(epoch_order(n, 4, 2), epoch_order(n, 4, 3))  # reshuffled every epoch
+    batch = 3
+    assert all(steps_per_epoch(n, batch, world) * batch >= len(p) for p in parts)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.01 + 0.99 * 0.5, abs=1e-6)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.01)
+    assert lr_factor(80, 100, 0, "constant") == 1.0
+
+
+def _rows(body_model, n=16, seed=0):
+    from annotator.body.joints import select_keypoints
+    from annotator.geometry.cameras import perspective_projection
+
+    g = torch.Generator().manual_seed(seed)
+    go = torch.tensor([[np.pi, 0.0, 0.0]]).repeat(n, 1) + 0.3 * torch.randn(n, 3, generator=g)
+    bp = 0.2 * torch.randn(n, 69, generator=g)
+    o = body_model(global_orient=go, body_pose=bp, betas=torch.zeros(n, 10), transl=torch.tensor([[0.0, 0.0, 5.0]]).repeat(n, 1))
+    j = select_keypoints(o.keypoints, body_model.keypoint_names, "coco17")
+    kp = perspective_projection(j, torch.full((n,), 400.0), torch.tensor([[80.0, 60.0]]).repeat(n, 1))
+    cols = {
+        "sample_id": np.array([f"t/{i}" for i in range(n)], dtype=object),
+        "img": np.random.default_rng(seed).integers(0, 255, (n, 3, 40, 40), dtype=np.uint8),
+        "center": np.tile([[80.0, 60.0]], (n, 1)).astype(np.float32), "box_size": np.full(n, 140.0, np.float32),
+        "affine": np.tile([[[40 / 175, 0, -(80 - 87.5) * 40 / 175 - 0], [0, 40 / 175, -(60 - 87.5) * 40 / 175]]], (n, 1, 1)).astype(np.float32),
+        "image_width": np.full(n, 160), "image_height": np.full(n, 120), "focal_length": np.full(n, 400.0),
+        "keypoints_2d": np.concatenate([kp.numpy(), np.ones((n, 17, 1), np.float32)], -1).reshape(n, -1),
+        "keypoint_convention": np.array(["coco17"] * n, dtype=object),
+        "joints_3d": j.numpy().reshape(n, -1), "joints_3d_convention": np.array(["coco17"] * n, dtype=object),
+        "has_3d": np.ones(n, bool),
+        "smpl_global_orient": go.numpy(), "smpl_body_pose": bp.numpy(), "smpl_betas": np.zeros((n, 10), np.float32), "smpl_transl": np.tile([[0.0, 0.0, 5.0]], (n, 1)),
+        "has_smpl": np.ones(n, bool),
+    }
+    return TrainRows(cols), {"global_orient": go, "body_pose": bp, "betas": torch.zeros(n, 10)}
+
+
+def test_trainer_epoch_learns_and_a_zero_weight_step_adds_no_gradient(body_model, single_thread):
+    from annotator.model import CliffNet
+
+    torch.manual_seed(0)
+    rows, truth = _rows(body_model)
+    net = CliffNet(NetworkConfig(), 32)
+    tcfg = TrainConfig(epochs=1, batch_size=8, lr=3e-4, lr_schedule="constant")
+    t = Trainer(net, body_model, tcfg, StepSettings("pretrain", 32), torch.device("cpu"), total_steps=20)
+    losses = [t.epoch(rows, epoch_order(len(rows), 0, e), steps_per_epoch(len(rows), 8)) for e in range(10)]
+    assert np.mean([m["loss"] for m in losses[-3:]]) < 0.8 * losses[0]["loss"]
+    assert losses[0]["samples"] == len(rows) and t.step_count == 20
+    # a rank that ran out of rows steps with weight 0: it must add nothing to the DDP gradient average
+    t.step([rows.take(torch.arange(2), torch.device("cpu"))], weight=0.0)
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
+    m = monitor_3d(t, rows, truth)
+    assert m["rows"] == len(rows) and np.isfinite(m["pa_mpjpe"]) and 0 <= m["orient_median_deg"] <= 180
