@@ -151,6 +151,9 @@ class CropConfig(Strict):
     """Side of the square network input in px (CLIFF/HMR use 224)."""
     bbox_scale: float = Field(1.2, gt=0)
     """Square crop side = bbox_scale * max(w, h) of the person box (SPIN/CLIFF convention)."""
+    cache_context: float = Field(1.25, ge=1.0, le=2.0)
+    """The crop cache keeps ``cache_context`` x the crop's side at ``cache_context`` x its resolution,
+    so scale/rotation/flip augmentation resamples the cached crop instead of decoding the image."""
 
 
 class NetworkConfig(Strict):
@@ -183,6 +186,27 @@ class LossWeights(Strict):
     """L2 on betas of target rows (three-recipes paper: 1e-2)."""
 
 
+class AugmentConfig(Strict):
+    """CLIFF/SPIN training augmentation, exact in the full camera frame (see annotator.data.augment)."""
+
+    enabled: bool = False
+    """Augment the training crops of this step."""
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    """Mirror image (about the principal point) with left/right swap."""
+    rotation_deg: float = Field(30.0, ge=0, le=90)
+    """Camera roll, normal with 2 sigma = this, clipped there (CLIFF: 30)."""
+    rotation_prob: float = Field(0.6, ge=0, le=1)
+    """Share of the crops that are rolled (CLIFF: 0.6)."""
+    scale: float = Field(0.2, ge=0, lt=1)
+    """Box side x U(1 - scale, 1 + scale)."""
+    shift: float = Field(0.1, ge=0, le=0.5)
+    """Box centre shift, U(-shift, shift) x box side per axis."""
+    colour: float = Field(0.4, ge=0, lt=1)
+    """Per-channel gain U(1 - colour, 1 + colour) (SPIN: 0.4)."""
+    occlusion_prob: float = Field(0.3, ge=0, le=1)
+    """Share of the crops with one grey rectangle (10-40% of the side) over them."""
+
+
 class TrainConfig(Strict):
     epochs: int = Field(1, ge=1)
     """Passes over the main data (pretrain: aux3d; finetune: target)."""
@@ -202,6 +226,20 @@ class TrainConfig(Strict):
     """Finetune only: False gives the ``cliff-no-prior-reg`` ablation."""
     checkpoint_every_epochs: int = Field(1, ge=1)
     """Report a checkpoint every N epochs (and at the end)."""
+    grad_clip: float = Field(5.0, gt=0)
+    """Gradient norm clip per optimiser step (a near-zero predicted depth makes the squared
+    full-frame 2D loss explode); steps with a non-finite gradient are skipped."""
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    """Learning rate over the step's optimiser steps: constant, or cosine decay to 1% of ``lr``."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear learning-rate warm-up over the first optimiser steps."""
+    augment: AugmentConfig = AugmentConfig()
+    """Training augmentation of the crops (keys below)."""
+    heldout_fraction: float = Field(0.0, ge=0, lt=1)
+    """pretrain/estimator: share of the aux3d rows (by a hash of ``sample_id``) kept out of training to
+    draw the learning curve (3D error after every epoch)."""
+    monitor_rows: int = Field(256, ge=0)
+    """Rows of each learning-curve set (held-out aux3d; target rows with 3D truth) scored after every epoch."""
 
 
 class PoseSpaceConfig(Strict):
@@ -213,6 +251,11 @@ class PoseSpaceConfig(Strict):
     """VPoser training batch size."""
     lr: float = Field(1e-3, gt=0)
     """VPoser Adam learning rate."""
+    mocap_poses: int = Field(0, ge=0)
+    """Poses of the synthetic world's "mocap" set (its AMASS: body poses of every activity the world
+    draws, sampled without images, seed ``mocap_seed``) added to the aux3d poses VPoser is trained on."""
+    mocap_seed: int = 0
+    """Seed of the synthetic mocap poses."""
 
 
 class SmplifyConfig(Strict):
@@ -262,6 +305,12 @@ class RayConfig(Strict):
 class JobConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Run name: outputs go to ``<storage.root>/<name>/``."""
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_path_component(v, "job name")
+
     method: Literal["cliff", "prior", "smplify"] = "cliff"
     """``cliff``: finetune with prior regularisation (default); ``prior``: the pretrained network's
     predictions (CLIFF's ablation); ``smplify``: per-sample SMPLify fitting baseline (settings in ``smplify``)."""
@@ -296,12 +345,6 @@ class JobConfig(Strict):
         if dup:
             raise ValueError(f"datasets: duplicate dataset name(s) {sorted(dup)}")
         return self
-
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        return check_path_component(v, "job name")
 
     @property
     def method_label(self) -> str:

@@ -46,6 +46,17 @@ def pgt_dir(tmp_path, real_fixtures):
     d = tmp_path / "pseudo_gt" / "coco"
     d.mkdir(parents=True)
     pq.write_table(to_table(cols), d / "part-00000.parquet")
+    # the run's manifest beside it: the loader takes each item's annotated keypoints from there
+    from annotator.data.manifest import columns_to_table, write_manifest
+
+    n = len(cols["sample_id"])
+    kp = np.concatenate([cols["keypoints_2d"].reshape(n, 17, 2), np.ones((n, 17, 1), np.float32)], -1)
+    write_manifest(columns_to_table(n, sample_id=list(cols["sample_id"]), dataset="coco", source="t.json",
+                                    image_path=list(cols["image_path"]), image_width=np.full(n, 640, np.int32),
+                                    image_height=np.full(n, 429, np.int32), bbox=np.tile([[100, 50, 80, 200]], (n, 1)),
+                                    keypoints_2d=kp.reshape(n, -1), keypoint_convention="coco17",
+                                    has_smpl=False, has_3d=False),
+                   str(tmp_path / "manifest" / "coco"), shard_size=10)
     return d, cols
 
 
@@ -83,7 +94,7 @@ def test_loader_filters_and_yields_targets(pgt_dir):
 
 def test_exports(tmp_path, pgt_dir):
     d, cols = pgt_dir
-    n = export_spin_npz(str(d), str(tmp_path / "out.npz"), max_err2d_norm=0.1)
+    n = export_spin_npz(str(d), str(tmp_path / "out.npz"), max_err2d_norm=0.1).rows
     assert n == 2
     z = np.load(tmp_path / "out.npz")
     np.testing.assert_allclose(z["pose"], np.concatenate([cols["global_orient"], cols["body_pose"]], 1)[:2])
@@ -91,10 +102,10 @@ def test_exports(tmp_path, pgt_dir):
     np.testing.assert_allclose(z["center"][0], [450 + 90, 200 + 105])
     np.testing.assert_allclose(z["scale"][0], 1.2 * 210 / SPIN_SCALE_UNIT_PX)
     assert list(z["focal_l"]) == [766.0, 766.0]
-    n = export_neuralannot_json(str(d), str(tmp_path / "out.json"))
+    n = export_neuralannot_json(str(d), str(tmp_path / "out.json")).rows
     assert n == 3
     j = json.loads((tmp_path / "out.json").read_text())
-    assert set(j) == {"100", "101", "102"}
+    assert set(j) - {"_meta"} == {"100", "101", "102"} and j["_meta"]["body_model_id"]
     np.testing.assert_allclose(j["102"]["smpl_param"]["trans"], cols["transl"][2], rtol=1e-6)
     assert j["100"]["cam_param"] == {"focal": [766.0, 766.0], "princpt": [320.0, 214.5]}
     assert len(j["101"]["smpl_param"]["pose"]) == 72
@@ -110,4 +121,4 @@ def test_export_cli_on_s3(s3_bucket, pgt_dir, capsys):
     assert main(["export", "neuralannot", storage.join(s3_bucket, "run", "pseudo_gt", "coco"), "--out", out,
                  "--max-err2d-px", "20"]) == 0
     assert "wrote 2 rows" in capsys.readouterr().out
-    assert set(storage.read_json(out)) == {"100", "101"}
+    assert set(storage.read_json(out)) - {"_meta"} == {"100", "101"}

@@ -50,7 +50,7 @@ def add_commands(subparsers) -> None:
     f.add_argument("--batch-size", type=int, default=64)
     f.set_defaults(func=_smplify)
 
-    q = sub.add_parser("quality", help="smplify / prior / cliff and the ablations on one synthetic world: "
+    q = sub.add_parser("quality", help="cliff / prior / smplify (and the ablations) on one synthetic world: "
                                       "2D, MPJPE, PA-MPJPE, PVE, x/y/z, time, indirect error")
     q.add_argument("--seed", type=int, default=None, help="picks the synthetic world (default 0)")
     q.add_argument("--out", default=None, help="also write the numbers as JSON here (local or s3://)")
@@ -58,6 +58,8 @@ def add_commands(subparsers) -> None:
                    help="keep the runs here; a later bench run with the same dir reuses finished steps")
     q.add_argument("--methods", nargs="+", default=None, metavar="LABEL",
                    help="subset of: cliff prior smplify cliff-no-prior-reg cliff-no-bbox cliff-crop-loss")
+    q.add_argument("--ablations", action="store_true", default=None,
+                   help="also run cliff-no-prior-reg, cliff-no-bbox and cliff-crop-loss")
     q.add_argument("--no-indirect", dest="indirect", action="store_false", default=None,
                    help="skip the indirect error (estimator trained on the pseudo-GT)")
     for name in ("lab_images", "wild_images", "wild3d_images", "crop_size", "pretrain_epochs", "finetune_epochs",

@@ -39,13 +39,16 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from annotator.config import STEPS
+from annotator.evaluation.reports import BASELINE, ORIENT_FLIP_DEG, skill
 
 log = logging.getLogger("annotator")
 
 TARGET = "wild"
 EVAL3D = "wild3d"
 #: One row of the bench table: the final output's means over the common instances.
-ERROR_COLUMNS = ("err2d_px", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z")
+ERROR_COLUMNS = ("err2d_px", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z", "orient_err_deg")
+#: Training steps whose learning curves the bench keeps.
+CURVE_STEPS = ("pretrain", "finetune", "train-estimator")
 INDIRECT_COLUMNS = ("mpjpe", "pa_mpjpe", "pve")
 
 
@@ -58,16 +61,20 @@ class Variant:
     """``key.path -> value`` changes of the bench job (as ``--set``)."""
     indirect: bool = False
     """Also train and test the indirect-error estimator on this variant's pseudo-GT."""
+    ablation: bool = False
+    """Run only with ``--ablations`` (the default bench is cliff, prior and smplify)."""
 
 
 VARIANTS = (  # run order matters inside a group: the last one may replace shared steps
     Variant("cliff", "base", indirect=True),
     Variant("prior", "base", (("method", "prior"),), indirect=True),
     Variant("smplify", "base", (("method", "smplify"),), indirect=True),
-    Variant("cliff-no-prior-reg", "base", (("finetune.use_prior_reg", False),)),
-    Variant("cliff-no-bbox", "no-bbox", (("network.use_bbox_info", False),)),
-    Variant("cliff-crop-loss", "crop-loss", (("pretrain.reprojection", "crop"), ("finetune.reprojection", "crop"))),
+    Variant("cliff-no-prior-reg", "base", (("finetune.use_prior_reg", False),), ablation=True),
+    Variant("cliff-no-bbox", "no-bbox", (("network.use_bbox_info", False),), ablation=True),
+    Variant("cliff-crop-loss", "crop-loss", (("pretrain.reprojection", "crop"), ("finetune.reprojection", "crop")),
+            ablation=True),
 )
+DEFAULT_METHODS = tuple(v.label for v in VARIANTS if not v.ablation)
 VARIANT_BY_LABEL = {v.label: v for v in VARIANTS}
 
 ORDERINGS = (
@@ -80,13 +87,24 @@ ORDERINGS = (
     ("full-frame reprojection lowers MPJPE", "CLIFF Tab. 2", "cliff", "cliff-crop-loss", "mpjpe"),
     ("regularising towards the prior lowers MPJPE", "NeuralAnnot Alg. 1 / three recipes", "cliff",
      "cliff-no-prior-reg", "mpjpe"),
+    ("the annotator beats SMPLify on PA-MPJPE", "NeuralAnnot Tab. 3-4", "cliff", "smplify", "pa_mpjpe"),
+    ("the finetuned annotator beats its own prior on PA-MPJPE", "CLIFF Tab. 2", "cliff", "prior", "pa_mpjpe"),
+    ("an estimator trained on the annotator's pseudo-GT beats one trained on SMPLify's (indirect PA-MPJPE)",
+     "NeuralAnnot Tab. 3", "cliff", "smplify", "indirect_pa_mpjpe"),
+    ("an estimator trained on the annotator's pseudo-GT beats one trained on the prior's (indirect PA-MPJPE)",
+     "NeuralAnnot Tab. 3", "cliff", "prior", "indirect_pa_mpjpe"),
+)
+#: The lines the annotator is held to (issue "3D skill"): (what, label, metric, bound, "max"/"min").
+TARGETS = (
+    ("cliff knows more than a constant pose (skill >= 0.3)", "cliff", "skill", 0.3, "min"),
+    ("cliff's global orientation median error <= 30 deg", "cliff", "orient_median_deg", 30.0, "max"),
 )
 
 
 @dataclass
 class QualitySettings:
     seed: int = 0
-    lab_images: int = 600
+    lab_images: int = 3000
     """Pretraining set (one person per image)."""
     wild_images: int = 150
     """Annotated set (1-4 people per image)."""
@@ -94,10 +112,12 @@ class QualitySettings:
     """Indirect test set (1-2 people per image)."""
     crop_size: int = 64
     backbone: str = "resnet18"
-    pretrain_epochs: int = 10
+    pretrain_epochs: int = 8
     finetune_epochs: int = 10
-    estimator_epochs: int = 6
-    methods: tuple[str, ...] = tuple(v.label for v in VARIANTS)
+    estimator_epochs: int = 10
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    ablations: bool = False
+    """Also run the ablations (``cliff-no-prior-reg``, ``cliff-no-bbox``, ``cliff-crop-loss``)."""
     indirect: bool = True
     work_dir: str | None = None
     """Keep the runs here (reused by a later bench run); default: a temporary directory."""
@@ -126,9 +146,12 @@ def bench_job(s: QualitySettings, root: str, group: str) -> dict:
         "crop": {"size": s.crop_size},
         "network": {"backbone": s.backbone},
         "pose_prior": {"epochs": 30},
-        "pretrain": {"epochs": s.pretrain_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
-        "finetune": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
-        "estimator": {"epochs": s.estimator_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed},
+        "pretrain": {"epochs": s.pretrain_epochs, "batch_size": 32, "lr": 1e-3, "seed": s.seed,
+                     "heldout_fraction": 0.05, "augment": {"enabled": True}},
+        "finetune": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed,
+                     "heldout_fraction": 0.05},
+        "estimator": {"epochs": s.estimator_epochs, "batch_size": 32, "lr": 1e-3, "seed": s.seed,
+                      "heldout_fraction": 0.05, "augment": {"enabled": True}},
         "ray": {"inference_batch_size": 64},
     }
 
@@ -159,6 +182,17 @@ def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -
     if os.path.exists(out):
         shutil.rmtree(out)
     shutil.copytree(os.path.join(cfg.run_root, "reports"), out, ignore=shutil.ignore_patterns("*.html"))
+    # the pseudo-GT itself (pseudo-GT schema), so anyone can re-score it with their own code
+    shutil.copytree(os.path.join(cfg.run_root, "pseudo_gt", TARGET), os.path.join(out, "pseudo_gt", TARGET),
+                    ignore=shutil.ignore_patterns("_*"))
+    curves = {}
+    for step in CURVE_STEPS:
+        record = os.path.join(cfg.run_root, "state", f"{step}.json")
+        if step in cfg.steps and os.path.exists(record):
+            with open(record, encoding="utf-8") as fh:
+                curves[step] = json.load(fh).get("outputs", {}).get("curve", [])
+    with open(os.path.join(out, "curves.json"), "w", encoding="utf-8") as fh:
+        json.dump(curves, fh, indent=1)
     ran = [k for k, v in summary.items() if v["status"] == "ran"]
     log.info("[bench quality] %s: %.0fs wall (ran %s)", variant.label, wall, ", ".join(ran) or "nothing")
     return {"wall_seconds": round(wall, 1), "ran": ran}
@@ -177,18 +211,70 @@ def summarise(results: str, labels: list[str]) -> dict:
     for df in rows.values():
         common = df.index if common is None else common.intersection(df.index)
     common = common.sort_values() if common is not None else pd.Index([])
-    methods = {}
+    methods, baseline, indirect_baseline = {}, None, None
     for label, df in rows.items():
         sel = df.loc[common]
         entry = {c: round(float(sel[c].mean()), 2) for c in ERROR_COLUMNS if c in sel}
+        if "orient_err_deg" in sel:
+            entry["orient_median_deg"] = round(float(sel["orient_err_deg"].median()), 2)
+            entry["orient_over_90"] = round(float((sel["orient_err_deg"] > ORIENT_FLIP_DEG).mean()), 4)
         with open(os.path.join(results, label, "summary.json"), encoding="utf-8") as fh:
             summary = json.load(fh)
+        baseline = baseline or summary.get("datasets", {}).get(TARGET, {}).get("baseline")
         entry["seconds"] = summary.get("annotation_time", {}).get("seconds")
-        indirect = summary.get("indirect", {}).get(EVAL3D, {}).get("estimator")
-        if indirect:
-            entry.update({f"indirect_{c}": round(float(indirect[c]), 2) for c in INDIRECT_COLUMNS if c in indirect})
+        indirect = summary.get("indirect", {}).get(EVAL3D, {})
+        if indirect.get("estimator"):
+            est = indirect["estimator"]
+            entry.update({f"indirect_{c}": round(float(est[c]), 2) for c in INDIRECT_COLUMNS if c in est})
+            entry["indirect_skill"] = est.get("skill")
+            indirect_baseline = indirect_baseline or indirect.get("baseline")
         methods[label] = entry
-    return {"instances": int(len(common)), "methods": methods, "orderings": check_orderings(methods)}
+    for entry in methods.values():
+        entry["skill"] = skill(entry, baseline)
+    out = {"instances": int(len(common)), "methods": methods, "orderings": check_orderings(methods),
+           "targets": check_targets(methods)}
+    if baseline:
+        out["baseline"] = {"method": BASELINE, **{k: baseline.get(k) for k in ("mpjpe", "pa_mpjpe", "pve")}}
+    if indirect_baseline:
+        out["indirect_baseline"] = {"method": BASELINE,
+                                    **{k: indirect_baseline.get(k) for k in ("mpjpe", "pa_mpjpe", "pve")}}
+    return out
+
+
+def check_targets(methods: dict[str, dict]) -> list[dict]:
+    """The :data:`TARGETS` lines, each with the measured value and whether it is met."""
+    out = []
+    for what, label, metric, bound, kind in TARGETS:
+        value = methods.get(label, {}).get(metric)
+        met = None if value is None else bool(value >= bound if kind == "min" else value <= bound)
+        out.append({"target": what, "method": label, "metric": metric, "bound": bound, "value": value, "met": met})
+    return out
+
+
+def write_learning_curves(results: str, labels: list[str], baseline: dict | None, seed: int) -> dict:
+    """``results/learning_curve.png`` (PA-MPJPE after every epoch of pretrain, of cliff's
+    finetune and of each estimator) and the points, per step label."""
+    from annotator.evaluation.plots import learning_curve
+
+    curves: dict[str, list] = {}
+    for label in labels:
+        path = os.path.join(results, label, "curves.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as fh:
+            steps = json.load(fh)
+        if "pretrain" in steps and "pretrain" not in curves:
+            curves["pretrain"] = steps["pretrain"]
+        if label.startswith("cliff") and "finetune" in steps:
+            curves[f"{label}: finetune"] = steps["finetune"]
+        if "train-estimator" in steps:
+            curves[f"{label}: estimator"] = steps["train-estimator"]
+    draw = {k: v for k, v in curves.items() if k == "pretrain" or k.endswith("finetune")}
+    png = learning_curve(draw, {"target": (baseline or {}).get("pa_mpjpe")},
+                         title=f"bench quality seed {seed}: 3D error after every epoch")
+    with open(os.path.join(results, "learning_curve.png"), "wb") as fh:
+        fh.write(png)
+    return curves
 
 
 def check_orderings(methods: dict[str, dict]) -> list[dict]:
@@ -206,6 +292,9 @@ def check_orderings(methods: dict[str, dict]) -> list[dict]:
 def run_bench(s: QualitySettings) -> dict:
     import ray
 
+    methods = tuple(s.methods) + (tuple(v.label for v in VARIANTS if v.ablation and v.label not in s.methods)
+                                  if s.ablations else ())
+    s = QualitySettings(**{**asdict(s), "methods": methods})
     unknown = [m for m in s.methods if m not in VARIANT_BY_LABEL]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(VARIANT_BY_LABEL)}")
@@ -224,6 +313,8 @@ def run_bench(s: QualitySettings) -> dict:
         for variant in [v for v in VARIANTS if v.label in s.methods]:
             runs[variant.label] = run_variant(s, root, variant, results)
         table = summarise(results, [v.label for v in VARIANTS if v.label in s.methods])
+        table["curves"] = write_learning_curves(results, [v.label for v in VARIANTS if v.label in s.methods],
+                                                table.get("baseline"), s.seed)
     finally:
         if started_ray:
             ray.shutdown()
@@ -236,18 +327,32 @@ def run_bench(s: QualitySettings) -> dict:
 
 
 def format_table(result: dict) -> str:
-    cols = ("err2d_px", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z", "seconds")
-    head = ("method", "2D px", "MPJPE", "PA-MPJPE", "PVE", "x", "y", "z", "time s")
+    cols = ("err2d_px", "mpjpe", "pa_mpjpe", "skill", "orient_median_deg", "orient_over_90", "pve",
+            "err_x", "err_y", "err_z", "seconds")
+    head = ("method", "2D px", "MPJPE", "PA-MPJPE", "skill", "orient med.", ">90 deg", "PVE", "x", "y", "z", "time s")
     ind = any("indirect_mpjpe" in m for m in result["methods"].values())
     if ind:
         head += ("ind. MPJPE", "ind. PA-MPJPE", "ind. PVE")
     lines = [f"seed {result['seed']}: {result['instances']} instances of the synthetic wild set "
              "(errors in mm except 2D; time = wall s of the method's annotation steps)",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, m in result["methods"].items():
-        vals = [m.get(c) for c in cols] + ([m.get(f"indirect_{c}") for c in INDIRECT_COLUMNS] if ind else [])
-        lines.append("| " + " | ".join([label] + ["-" if v is None else f"{v:.1f}" for v in vals]) + " |")
+    def fmt(c, v):
+        return "-" if v is None else (f"{v:.2f}" if c in ("skill", "orient_over_90") else f"{v:.1f}")
+
+    rows = list(result["methods"].items())
+    if result.get("baseline"):
+        base = {**result["baseline"], "skill": 0.0}
+        ib = result.get("indirect_baseline") or {}
+        base.update({f"indirect_{c}": ib.get(c) for c in INDIRECT_COLUMNS})
+        rows.append((BASELINE, base))
+    for label, m in rows:
+        vals = [fmt(c, m.get(c)) for c in cols] + ([fmt(c, m.get(f"indirect_{c}")) for c in INDIRECT_COLUMNS]
+                                                   if ind else [])
+        lines.append("| " + " | ".join([label] + vals) + " |")
     lines.append("")
+    for t in result.get("targets", []):
+        mark = {True: "met", False: "NOT MET", None: "not run"}[t["met"]]
+        lines.append(f"- target: {t['target']}: {mark} ({t['value']})")
     for o in result["orderings"]:
         mark = {True: "holds", False: "DOES NOT HOLD", None: "not run"}[o["holds"]]
         vals = "" if o["holds"] is None else f" ({o['better']} {o['values'][0]:.1f} vs {o['worse']} {o['values'][1]:.1f})"

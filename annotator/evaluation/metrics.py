@@ -114,6 +114,15 @@ def per_axis_errors(pred: Tensor, gt: Tensor, root: Root = None, mask: Tensor | 
     return {axis: masked_mean(diff[..., i], mask) for i, axis in enumerate("xyz")}
 
 
+def orientation_error_deg(pred_axis_angle: Tensor, gt_axis_angle: Tensor) -> Tensor:
+    """Geodesic angle in degrees between predicted and true global orientations ``(B, 3)``
+    axis-angle -> ``(B,)``."""
+    from annotator.geometry.rotations import axis_angle_to_matrix, geodesic_distance
+
+    return torch.rad2deg(geodesic_distance(axis_angle_to_matrix(pred_axis_angle.float()),
+                                           axis_angle_to_matrix(gt_axis_angle.float())))
+
+
 def keypoint_error_2d(pred: Tensor, gt: Tensor, mask: Tensor | None = None, norm: Tensor | None = None) -> Tensor:
     """Mean 2D keypoint distance ``(B,)`` in px over valid joints; divided by ``norm``
     ``(B,)`` (e.g. the person box size) when given."""

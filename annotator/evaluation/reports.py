@@ -42,7 +42,11 @@ EVAL_CONVENTION = "coco17"
 PARAMS = ("global_orient", "body_pose", "betas", "transl")
 POSE_PARAMS = PARAMS[:3]
 #: Per-sample metric columns (means in summary.json); 3D ones only where truth exists.
-METRIC_COLUMNS = ("err2d_px", "err2d_norm", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z")
+METRIC_COLUMNS = ("err2d_px", "err2d_norm", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z", "orient_err_deg")
+#: The reference row of every 3D report: knowing nothing but the true global orientation.
+BASELINE = "baseline-mean-pose"
+#: Orientation errors above this many degrees count as "wrong way round" in the summary.
+ORIENT_FLIP_DEG = 90.0
 #: Per-sample per-joint columns: COCO-17 lists, NaN where a joint is unannotated / no truth.
 JOINT_COLUMNS = ("joint_err2d_px", "joint_err3d_mm")
 
@@ -152,7 +156,8 @@ def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 
     the per-joint (mid-hip aligned) errors as a list column ``joint_err3d_mm``."""
     conv = get_convention(EVAL_CONVENTION)
     root = list(conv.root)
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z",
+                                                        "orient_err_deg")}
     per_joint: list[np.ndarray] = []
     for s in range(0, len(pred), batch_size):
         p, g = pred.iloc[s : s + batch_size], gt.iloc[s : s + batch_size]
@@ -169,6 +174,7 @@ def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 
         for a in ("x", "y", "z"):
             out[f"err_{a}"].append(axes[a].numpy())
         per_joint.append(metrics.joint_errors(metrics.root_align(pj, root), metrics.root_align(gj, root)).numpy())
+        out["orient_err_deg"].append(metrics.orientation_error_deg(_stack(p["global_orient"]), _stack(g["global_orient"])).numpy())
     df = pd.DataFrame({k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}, index=pred.index)
     joints = np.concatenate(per_joint) if per_joint else np.zeros((0, len(conv.joint_names)), np.float32)
     df["joint_err3d_mm"] = list(joints.astype(np.float32))
@@ -176,7 +182,58 @@ def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 
 
 
 def _means(df: pd.DataFrame) -> dict[str, float]:
-    return {c: round(float(df[c].mean()), 3) for c in METRIC_COLUMNS if c in df and df[c].notna().any()}
+    out = {c: round(float(df[c].mean()), 3) for c in METRIC_COLUMNS if c in df and df[c].notna().any()}
+    if "orient_err_deg" in out:
+        orient = df["orient_err_deg"].dropna()
+        out["orient_median_deg"] = round(float(orient.median()), 3)
+        out["orient_over_90"] = round(float((orient > ORIENT_FLIP_DEG).mean()), 4)
+    return out
+
+
+def skill(output: dict, baseline: dict | None) -> float | None:
+    """1 - PA-MPJPE(output) / PA-MPJPE(baseline-mean-pose): 0 = no better than a constant pose."""
+    if not baseline or "pa_mpjpe" not in output or not baseline.get("pa_mpjpe"):
+        return None
+    return round(1.0 - output["pa_mpjpe"] / baseline["pa_mpjpe"], 4)
+
+
+def mean_aux3d_pose(cfg, manifest_result: dict) -> np.ndarray | None:
+    """Mean axis-angle ``body_pose`` (69,) of the job's aux3d rows with SMPL, or None."""
+    poses = []
+    for d in cfg.datasets_with_role("aux3d"):
+        made = manifest_result["datasets"].get(d.name)
+        if not made:
+            continue
+        for shard in made.get("shards", []):
+            df = read_parquet_file(shard, ["smpl_body_pose", "has_smpl"])
+            df = df[df["has_smpl"].fillna(False).astype(bool) & df["smpl_body_pose"].notna()]
+            if len(df):
+                poses.append(stack_column(df["smpl_body_pose"], 69))
+    if not poses:
+        return None
+    return np.concatenate(poses).mean(axis=0).astype(np.float32)
+
+
+def baseline_predictions(gt: pd.DataFrame, mean_pose: np.ndarray) -> pd.DataFrame:
+    """The ``baseline-mean-pose`` reference for ``gt`` rows: the mean aux3d body pose, zero
+    betas, and the TRUE global orientation (so it isolates articulated-pose skill)."""
+    n = len(gt)
+    return pd.DataFrame({"global_orient": list(stack_column(gt["global_orient"], 3)),
+                         "body_pose": [mean_pose] * n,
+                         "betas": [np.zeros(len(stack_column(gt["betas"][:1])[0]) if n else 10, np.float32)] * n,
+                         "transl": list(stack_column(gt["transl"], 3))}, index=gt.index)
+
+
+def baseline_errors(gt: pd.DataFrame | None, sample_ids: pd.Index, mean_pose: np.ndarray | None, body) -> dict | None:
+    """Mean 3D errors of ``baseline-mean-pose`` on the ``sample_ids`` that have truth."""
+    if gt is None or mean_pose is None:
+        return None
+    common = sample_ids.intersection(gt.index)
+    if not len(common):
+        return None
+    g = gt.loc[common]
+    errs = direct_errors(baseline_predictions(g, mean_pose), g, body)
+    return {"method": BASELINE, "instances": int(len(common)), **_means(errs)}
 
 
 def _joint_means(df: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -233,6 +290,7 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
     headline = []
     instances = 0
     pgt_cols = ["sample_id", "err2d_px", "err2d_norm", "keypoints_2d", *PARAMS, "method"]
+    mean_pose = mean_aux3d_pose(cfg, manifest_result)
     for d in [d for d in cfg.datasets_with_role("target") if d.name in manifest_result["datasets"]]:
         made = manifest_result["datasets"][d.name]
         instances += int(made["rows"])
@@ -250,14 +308,24 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
             continue
         table = pd.concat(frames, ignore_index=True)
         _write_parquet(table, storage.join(layout.reports(), "per_sample", f"{d.name}.parquet"))
+        baseline = baseline_errors(gt, pd.Index(table["sample_id"].unique()), mean_pose, body)
         ds_summary = {"instances": int(table["sample_id"].nunique()), "has_3d_truth": gt is not None,
                       "outputs": {w: {"method": str(g["method"].iloc[0]), **_means(g), "per_joint": _joint_means(g)}
                                   for w, g in table.groupby("output")}}
+        if baseline:
+            ds_summary["baseline"] = baseline
+            for o in ds_summary["outputs"].values():
+                o["skill"] = skill(o, baseline)
         prior, final = ds_summary["outputs"].get("prior"), ds_summary["outputs"].get("final")
         if prior and final:
             ds_summary["finetune_lowers_2d_error"] = bool(final["err2d_px"] < prior["err2d_px"])
-            headline.append(f"{d.name}: 2D err prior {prior['err2d_px']:.1f}px -> {final['method']} {final['err2d_px']:.1f}px"
-                            + (f", MPJPE {prior['mpjpe']:.0f} -> {final['mpjpe']:.0f} mm" if "mpjpe" in final else ""))
+            line = f"{d.name}: 2D err prior {prior['err2d_px']:.1f}px -> {final['method']} {final['err2d_px']:.1f}px"
+            if "mpjpe" in final:
+                line += f", MPJPE {prior['mpjpe']:.0f} -> {final['mpjpe']:.0f} mm"
+            if final.get("skill") is not None:
+                line += (f", PA-MPJPE {final['pa_mpjpe']:.0f} mm vs {BASELINE} {baseline['pa_mpjpe']:.0f}"
+                         f" (skill {final['skill']:+.2f}), orient median {final['orient_median_deg']:.0f} deg")
+            headline.append(line)
         summary["datasets"][d.name] = ds_summary
     eval_sets = cfg.datasets_with_role("eval3d") if indirect else []
     if not indirect:  # evaluation/ holds an older run's estimator: its report goes too
@@ -274,9 +342,14 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
         _write_parquet(rep, storage.join(layout.reports(), "indirect", f"{d.name}.parquet"))
         summary["indirect"][d.name] = {"pseudo_gt_method": cfg.method_label, "instances": int(len(rep)),
                                        "estimator": {**_means(rep), "per_joint": _joint_means(rep)}}
+        baseline = baseline_errors(gt, pd.Index(rep["sample_id"]), mean_pose, body)
         est = summary["indirect"][d.name]["estimator"]
+        if baseline:
+            summary["indirect"][d.name]["baseline"] = baseline
+            est["skill"] = skill(est, baseline)
         if "mpjpe" in est:
-            headline.append(f"indirect ({d.name}): MPJPE {est['mpjpe']:.0f} mm, PA-MPJPE {est['pa_mpjpe']:.0f} mm")
+            headline.append(f"indirect ({d.name}): MPJPE {est['mpjpe']:.0f} mm, PA-MPJPE {est['pa_mpjpe']:.0f} mm"
+                            + (f" (skill {est['skill']:+.2f})" if est.get("skill") is not None else ""))
     if step_seconds is not None:
         summary["annotation_time"] = annotation_time(cfg, step_seconds, instances)
     summary["headline"] = "; ".join(headline)

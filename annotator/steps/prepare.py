@@ -105,14 +105,21 @@ def _train_prior_task(job_json: str, shards: list[str], out_path: str) -> dict:
 
     cfg = worker_config(job_json)
     poses = _collect_body_poses(shards)
+    pc = cfg.pose_prior
+    mocap = 0
+    if pc.mocap_poses:
+        from annotator.data.synth.poses import sample_poses
+
+        sampled = sample_poses(np.random.default_rng(pc.mocap_seed), pc.mocap_poses).body_pose
+        poses = np.concatenate([poses, np.asarray(sampled, np.float32).reshape(pc.mocap_poses, -1)[:, :69]])
+        mocap = pc.mocap_poses
     if len(poses) == 0:
         raise RuntimeError("train-prior: no SMPL body poses in the aux3d manifests "
                            "(give pose_prior.checkpoint, or an aux3d dataset with SMPL parameters)")
-    pc = cfg.pose_prior
     model, history = train_vposer(torch.from_numpy(poses[:, :63]), epochs=pc.epochs, batch_size=pc.batch_size,
                                   lr=pc.lr, seed=0)
     save_vposer(model, out_path)
-    return {"poses": int(len(poses)), "final_loss": float(history["loss"][-1]) if history.get("loss") else None}
+    return {"poses": int(len(poses)), "mocap_poses": mocap, "final_loss": float(history["loss"][-1]) if history.get("loss") else None}
 
 
 def run_train_prior(ctx: StepContext) -> dict:
@@ -128,5 +135,6 @@ def run_train_prior(ctx: StepContext) -> dict:
     shards = [s for d in ctx.datasets("aux3d") for s in manifest[d.name]["shards"]]
     out_path = storage.join(ctx.layout.checkpoints("train-prior"), "vposer.pt")
     info = ray.get(ray.remote(num_cpus=1)(_train_prior_task).remote(cfg.model_dump_json(), shards, out_path))
-    log.info("[train-prior] VPoser fitted to %d aux3d poses (final loss %s)", info["poses"], info["final_loss"])
+    log.info("[train-prior] VPoser fitted to %d poses (%d of them synthetic mocap; final loss %s)", info["poses"],
+             info["mocap_poses"], info["final_loss"])
     return {"vposer": out_path, "trained": True, **info}
