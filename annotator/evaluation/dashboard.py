@@ -61,6 +61,7 @@ METRICS = (
     Metric("err_x", "x error", "mm", 1),
     Metric("err_y", "y error", "mm", 1),
     Metric("err_z", "z error", "mm", 1),
+    Metric("orient_err_deg", "orientation error", "deg", 1),
 )
 METRIC_BY_COLUMN = {m.column: m for m in METRICS}
 
@@ -485,10 +486,28 @@ def _img(tile) -> str:
     return f'<img class="overlay" alt="{html.escape(tile.key)}" src="data:image/png;base64,{data}">'
 
 
-def dataset_html(report: DatasetReport) -> str:
+def reference_html(ds_summary: dict | None) -> str:
+    """How far each output is from knowing nothing: the ``baseline-mean-pose`` row (mean aux3d
+    body pose, zero betas, true global orientation), each output's skill (1 - PA-MPJPE /
+    baseline PA-MPJPE) and its orientation error median and share above 90 degrees."""
+    base = (ds_summary or {}).get("baseline")
+    if not base:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("output", "method", "MPJPE (mm)", "PA-MPJPE (mm)", "skill",
+                                             "orientation median (deg)", "share > 90 deg"))
+    rows = [(o, v) for o, v in ds_summary.get("outputs", {}).items()] + [("reference", {**base, "skill": 0.0})]
+    body = "".join(
+        f'<tr data-output="{html.escape(str(o))}">' + _cell(o) + _cell(v.get("method", "")) + _cell(_float(v.get("mpjpe")), 1)
+        + _cell(_float(v.get("pa_mpjpe")), 1) + _cell(_float(v.get("skill")), 2) + _cell(_float(v.get("orient_median_deg")), 1)
+        + _cell(_float(v.get("orient_over_90")), 2) + "</tr>" for o, v in rows)
+    return ("<h3>Against knowing nothing (baseline-mean-pose)</h3>"
+            f'<table class="reference"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+
+
+def dataset_html(report: DatasetReport, ds_summary: dict | None = None) -> str:
     ps = report.per_sample
     parts = [f'<section class="dataset" id="ds-{html.escape(report.name)}"><h2>Dataset {html.escape(report.name)}</h2>',
-             "<h3>Outputs</h3>", comparison_html(comparison_table(ps))]
+             "<h3>Outputs</h3>", comparison_html(comparison_table(ps)), reference_html(ds_summary)]
     hists = []
     for col in ("err2d_px", "mpjpe"):
         if col in ps and ps[col].notna().any():
@@ -542,7 +561,7 @@ def build_dashboard(run_dir: str, worst: int = 6, body=None) -> str:
     summary_path = storage.join(run_dir, "reports", "summary.json")
     summary = storage.read_json(summary_path) if storage.exists(summary_path) else {}
     run_name = storage.redact(run_dir).rstrip("/").rsplit("/", 1)[-1]
-    sections = [dataset_html(build_report(run_dir, n, worst, body)) for n in names]
+    sections = [dataset_html(build_report(run_dir, n, worst, body), summary.get("datasets", {}).get(n)) for n in names]
     steps = read_steps(run_dir)
     step_rows = "".join(f"<tr>{_cell(s['step'])}{_cell(_float(s['seconds']), 1)}{_cell(s['completed_at'])}</tr>"
                         for s in steps)
