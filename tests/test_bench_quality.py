@@ -19,13 +19,16 @@ def test_every_variant_job_is_labelled_as_the_bench_names_it(tmp_path):
         assert cfg.method_label == v.label
         assert cfg.run_root == os.path.join(str(tmp_path), v.group)
         assert ("train-estimator" in cfg.steps) == v.indirect
-        assert [d.synth.seed for d in cfg.datasets] == [300, 301, 302]  # the world depends on the seed only
+        assert [d.synth.seed for d in cfg.datasets] == [300, 301, 303, 302]  # the world depends on the seed only
+        assert [d.role for d in cfg.datasets] == ["aux3d", "target", "aux3d", "eval3d"]
+        assert cfg.pose_prior.mocap_poses == s.mocap_poses > 0
     groups = {v.group for v in quality.VARIANTS}
     assert groups == {"base", "no-bbox", "crop-loss"}  # three pretrains in all
     crop = quality.variant_config(s, str(tmp_path), quality.VARIANT_BY_LABEL["cliff-crop-loss"])
     assert crop.pretrain.reprojection == crop.finetune.reprojection == "crop"
     no_ind = quality.variant_config(quality.QualitySettings(indirect=False), str(tmp_path), quality.VARIANTS[0])
-    assert "evaluate" not in no_ind.steps and [d.role for d in no_ind.datasets] == ["aux3d", "target"]
+    assert "evaluate" not in no_ind.steps and [d.role for d in no_ind.datasets] == ["aux3d", "target", "aux3d"]
+    assert quality.DEFAULT_METHODS == ("cliff", "prior", "smplify")  # the ablations are behind --ablations
 
 
 def _write_result(results, label, ids, err2d, mpjpe, seconds, indirect=None):
@@ -37,7 +40,8 @@ def _write_result(results, label, ids, err2d, mpjpe, seconds, indirect=None):
     for c in ("pa_mpjpe", "pve", "err_x", "err_y", "err_z"):
         rows[c] = rows["mpjpe"] / 2
     rows.to_parquet(d / f"{quality.TARGET}.parquet", index=False)
-    summary = {"annotation_time": {"seconds": seconds}}
+    summary = {"annotation_time": {"seconds": seconds},
+               "datasets": {quality.TARGET: {"baseline": {"mpjpe": 400.0, "pa_mpjpe": 100.0, "pve": 500.0}}}}
     if indirect:
         summary["indirect"] = {quality.EVAL3D: {"estimator": indirect}}
     (results / label / "summary.json").write_text(json.dumps(summary))
@@ -55,6 +59,11 @@ def test_summary_uses_common_instances_and_checks_the_orderings(tmp_path):
     assert m["cliff"]["err2d_px"] == 15.0 and m["cliff"]["mpjpe"] == 150.0 and m["cliff"]["pa_mpjpe"] == 75.0
     assert m["prior"]["mpjpe"] == 500.0 and m["smplify"]["mpjpe"] == 400.0 and m["smplify"]["err2d_px"] == 5.0
     assert m["cliff"]["seconds"] == 50.0 and m["cliff"]["indirect_mpjpe"] == 150.0 and "indirect_mpjpe" not in m["prior"]
+    # skill against the baseline-mean-pose reference: 1 - 75 / 100
+    assert m["cliff"]["skill"] == pytest.approx(0.25) and m["prior"]["skill"] == pytest.approx(-1.5)
+    assert out["baseline"] == {"method": "baseline-mean-pose", "mpjpe": 400.0, "pa_mpjpe": 100.0, "pve": 500.0}
+    met = {t["metric"]: t["met"] for t in out["targets"]}
+    assert met["skill"] is False and met["orient_median_deg"] is None  # no orientation column written
     holds = {(o["better"], o["worse"], o["metric"]): o["holds"] for o in out["orderings"]}
     assert holds[("cliff", "prior", "mpjpe")] is True and holds[("cliff", "smplify", "mpjpe")] is True
     assert holds[("smplify", "cliff", "err2d_px")] is True
@@ -71,7 +80,8 @@ def test_summary_uses_common_instances_and_checks_the_orderings(tmp_path):
 @pytest.mark.slow
 def test_bench_quality_runs_two_methods_on_a_tiny_world(tmp_path):
     """The real bench path (run_job per variant on a local Ray, shared pretrain), tiny."""
-    s = quality.QualitySettings(seed=1, lab_images=16, wild_images=5, wild3d_images=3, crop_size=32,
+    s = quality.QualitySettings(seed=1, lab_images=16, wild3d_train_images=4, mocap_poses=50, wild_images=5,
+                                wild3d_images=3, crop_size=32,
                                 pretrain_epochs=1, finetune_epochs=1, estimator_epochs=1,
                                 methods=("cliff", "prior"), work_dir=str(tmp_path), ray_cpus=2)
     result = quality.run_bench(s)
@@ -81,6 +91,15 @@ def test_bench_quality_runs_two_methods_on_a_tiny_world(tmp_path):
     for m in result["methods"].values():
         assert all(np.isfinite(m[c]) and m[c] > 0 for c in quality.ERROR_COLUMNS)
         assert m["indirect_mpjpe"] > m["indirect_pa_mpjpe"] > 0 and m["seconds"] > 0
+        assert 0 <= m["orient_median_deg"] <= 180 and 0 <= m["orient_over_90"] <= 1
+        assert m["skill"] == pytest.approx(1 - m["pa_mpjpe"] / result["baseline"]["pa_mpjpe"], abs=0.01)
+    assert result["baseline"]["pa_mpjpe"] > 0 and result["baseline"]["mpjpe"] > 0
+    results = tmp_path / "seed-1" / "results"
+    assert (results / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["curves"]["pretrain"] and "aux3d_heldout" in result["curves"]["pretrain"][0]
+    for label in ("cliff", "prior"):  # each method's own pseudo-GT, re-scorable by anyone
+        pgt = pd.read_parquet(results / label / "pseudo_gt" / "wild")
+        assert set(pgt["method"]) == {label} and len(pgt) == result["instances"]
     # the prior method's annotations are the cliff run's prior output, instance by instance
     cliff = pd.read_parquet(tmp_path / "seed-1" / "results" / "cliff" / "per_sample" / "wild.parquet")
     prior = quality.final_rows(str(tmp_path / "seed-1" / "results"), "prior")

@@ -81,10 +81,12 @@ def test_decode_fused_reads_ray_data_actor_titles():
     assert not tp.decode_fused({separate}) and not tp.decode_fused(set())
 
 
-def test_measurements_give_positive_rates(inputs):
+def test_measurements_give_positive_rates(inputs, tmp_path):
     bare = tp.bare_model_rate(inputs, n_batches=2, batch_size=4)
     dec = tp.decode_rate(inputs, repeats=1, batch_size=4)
-    fin = tp.finetune_rate(inputs, steps=2, batch_size=4)
+    shards = tp.write_replicated_manifest(inputs.rows, 12, str(tmp_path / "m"), shard_size=6)
+    fin = tp.finetune_rate(inputs, shards, steps=2, batch_size=4)  # the step's own Trainer on cached crops
+    assert fin["rows"] == 12
     for rates in (bare, dec, fin):
         assert all(math.isfinite(v) and v > 0 for v in rates.values()), rates
     # several boxes share an image and each image is decoded once per call

@@ -71,7 +71,7 @@ WORKER_THREADS = 1
 WORKER_ROLES = {"actor": "Predictor", "decode": "decode_batch"}
 #: Top-level keys of the result document (``--out`` JSON); extra numbers go under "detail".
 RESULT_KEYS = ("efficiency", "scaling_2v1", "rss_ratio_20k_vs_2k", "decode_images_per_s_per_core",
-               "finetune_samples_per_s", "device")
+               "finetune_samples_per_s", "train_efficiency", "train_startup_s", "device")
 #: Decimal places kept for ratios and rates in the result JSON.
 DIGITS = 3
 #: Kernel clock ticks per second, the unit of the CPU times in ``/proc/<pid>/stat``.
@@ -461,51 +461,46 @@ def decode_rate(inputs: Inputs, repeats: int, batch_size: int) -> dict[str, floa
             "images_per_s": images / t.wall}
 
 
-def finetune_rate(inputs: Inputs, steps: int, batch_size: int) -> dict[str, float]:
-    """Samples/s of the finetune training step on pre-decoded crops (no Ray, one thread).
-
-    Mirrors :func:`annotator.steps.train.train_loop` for a target-only batch: prior
-    columns attached (zeros, ``has_prior``), ``to_model_batch``, forward under autocast,
-    decode, ``compute_losses(mode="finetune")``, backward, Adam step."""
-    from annotator.data.batching import PRIOR_COLUMNS, TRAIN_CONVENTION, to_model_batch
-    from annotator.model.losses import compute_losses
-    from annotator.model.outputs import decode
-    from annotator.steps.runtime import autocast, load_network, pick_device
+def finetune_rate(inputs: Inputs, shards: list[str], steps: int, batch_size: int,
+                  priors_from: str | None = None) -> dict[str, float]:
+    """Samples/s of the finetune step's own code in this process (no Ray Train): the crop
+    cache of ``shards``, :func:`annotator.steps.train.load_rows` and
+    :meth:`annotator.steps.trainer.Trainer.epoch` - the functions every Ray Train worker runs -
+    for ``steps`` optimiser steps after one warm-up step, on the worker's thread count."""
+    from annotator.data import crop_cache
+    from annotator.steps.runtime import load_network, pick_device
+    from annotator.steps.train import load_rows
+    from annotator.steps.trainer import StepSettings, Trainer, epoch_order
 
     cfg = inputs.cfg
-    tcfg = cfg.finetune
+    tcfg = cfg.finetune.model_copy(update={"batch_size": batch_size})
     device = pick_device(cfg)
     torch.manual_seed(tcfg.seed)
-    net = load_network(cfg, inputs.weights, device).train()
+    cache_dir = storage.join(inputs.root, "crops-in-process")
+    cache = [crop_cache.cache_shard_path(cache_dir, s) for s in shards]
+    for s, c in zip(shards, cache):
+        if not storage.exists(c):
+            crop_cache.build_shard(s, c, cfg.crop)
+    spec = {"manifest": shards, "cache": cache}
+    if priors_from:
+        spec.update(attach="attach_prior", dirs={DATASET: priors_from})
     body = inputs.body.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=tcfg.lr)
-    batches = decoded_batches(inputs, steps + 1, batch_size)
-    for b in batches:
-        for col, width in PRIOR_COLUMNS.items():
-            b[col] = np.zeros((batch_size, width), np.float32)
-        b["has_prior"] = np.ones(batch_size, dtype=bool)
+    rows = load_rows(spec, cfg, body)
+    net = load_network(cfg, inputs.weights, device)
+    trainer = Trainer(net, body, tcfg, StepSettings(mode="finetune", crop_size=cfg.crop.size,
+                                                    augment=tcfg.augment, reprojection=tcfg.reprojection,
+                                                    use_prior_reg=tcfg.use_prior_reg), device, total_steps=steps + 1)
+    order = epoch_order(len(rows), tcfg.seed, 0)
+    order = order.repeat((steps + 1) * batch_size // max(len(order), 1) + 1)[: (steps + 1) * batch_size]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def step(np_batch: dict[str, np.ndarray]) -> None:
-        b = to_model_batch(np_batch, device)
-        opt.zero_grad(set_to_none=True)
-        with autocast(cfg, device):
-            pred = net(b["img"], b["bbox_info"])
-        dec = decode(pred, b, body, convention=TRAIN_CONVENTION, reprojection=tcfg.reprojection)
-        loss, _ = compute_losses(pred, dec, b, tcfg.loss, mode="finetune", reprojection=tcfg.reprojection,
-                                 vposer=None, use_prior_reg=tcfg.use_prior_reg)
-        loss.backward()
-        opt.step()
-
     with _Threads(WORKER_THREADS):
-        step(batches[0])  # warm-up
+        trainer.epoch(rows, order[:batch_size], 1)  # warm-up
         sync()
         with Timer() as t:
-            for b in batches[1:]:
-                step(b)
+            trainer.epoch(rows, order[batch_size:], steps)
             sync()
     n = steps * batch_size
-    return {"samples_per_s": n / t.wall, "samples_per_cpu_s": n / max(t.cpu, 1e-9)}
+    return {"samples_per_s": n / t.wall, "samples_per_cpu_s": n / max(t.cpu, 1e-9), "rows": len(rows)}
 
 
 def finetune_ray_train_rate(inputs: Inputs, shards: list[str], batch_size: int, label: str,
@@ -619,7 +614,8 @@ def run_bench(settings: BenchSettings = BenchSettings()) -> dict[str, Any]:
             two = pipeline_run(inputs, small, 2, "small-2actors")
             large = pipeline_run(inputs, big, 1, "big-1actor")
             dec = decode_rate(inputs, settings.decode_repeats, settings.batch_size)
-            fin = finetune_rate(inputs, settings.finetune_steps, settings.batch_size)
+            fin = finetune_rate(inputs, small, settings.finetune_steps, settings.batch_size,
+                                priors_from=one["out_dir"])
             with Timer() as t_train:
                 fin_ray = (finetune_ray_train_rate(inputs, small, settings.batch_size, "finetune-ray-train",
                                                    priors_from=one["out_dir"])
@@ -634,6 +630,10 @@ def run_bench(settings: BenchSettings = BenchSettings()) -> dict[str, Any]:
                                     "actor": _ratio(large["actor_peak_rss_mib"], one["actor_peak_rss_mib"])},
             "decode_images_per_s_per_core": round(dec["images_per_cpu_s"], 1),
             "finetune_samples_per_s": round(fin["samples_per_s"], 2),
+            # Ray Train's epoch rate over the same step's in-process rate, both on cached crops
+            "train_efficiency": _ratio(fin_ray["samples_per_s"], fin["samples_per_s"]) if fin_ray else None,
+            "train_startup_s": (round(fin_ray["seconds"] - fin_ray["samples"] / fin_ray["samples_per_s"], 1)
+                                if fin_ray else None),
             "device": device_name(inputs.cfg),
             "detail": {
                 "settings": asdict(settings),
@@ -657,7 +657,7 @@ def run_bench(settings: BenchSettings = BenchSettings()) -> dict[str, Any]:
                 "pipeline": {"small_1_actor": _rounded(one), "small_2_actors": _rounded(two),
                              "big_1_actor": _rounded(large)},
                 "decode": _rounded(dec),
-                "finetune": {**_rounded(fin), "path": "in-process train step (no Ray Train), crops pre-decoded"},
+                "finetune": {**_rounded(fin), "path": "in-process Trainer.epoch on the crop cache (no Ray Train)"},
                 "finetune_ray_train": ({**_rounded(fin_ray), "path": "run_training: TorchTrainer, Ray Data inputs"}
                                        if fin_ray else None),
                 "driver_ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
@@ -706,6 +706,8 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append(("  on Ray Train", rt["samples_per_s"],
                      f"epoch rate of run_training (1 worker, {rt['samples']} samples); "
                      f"{rt['end_to_end_samples_per_s']}/s with start-up ({rt['seconds']} s)"))
+        rows.append(("train_efficiency", result["train_efficiency"],
+                     f"Ray Train epoch rate / in-process rate (cached crops); start-up {result['train_startup_s']} s"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{name:<{width}}  {str(value):>10}  {note}" for name, value, note in rows]
     lines.append(f"total {d['seconds']['total']} s (prepare {d['seconds']['prepare']} s), "
