@@ -96,7 +96,8 @@ def test_bench_quality_runs_two_methods_on_a_tiny_world(tmp_path):
     assert result["baseline"]["pa_mpjpe"] > 0 and result["baseline"]["mpjpe"] > 0
     results = tmp_path / "seed-1" / "results"
     assert (results / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert result["curves"]["pretrain"] and "aux3d_heldout" in result["curves"]["pretrain"][0]
+    assert result["curves"]["pretrain"] and "target" in result["curves"]["pretrain"][0]
+    assert result["curves"]["pretrain"][0]["target"]["rows"] == result["instances"]
     for label in ("cliff", "prior"):  # each method's own pseudo-GT, re-scorable by anyone
         pgt = pd.read_parquet(results / label / "pseudo_gt" / "wild")
         assert set(pgt["method"]) == {label} and len(pgt) == result["instances"]

@@ -95,7 +95,8 @@ def train_loop(loop_cfg: dict) -> None:
         point = {"epoch": epoch, "steps": trainer.step_count, "loss": metrics.get("loss")}
         if rank == 0:
             for name, (rows, truth) in monitors.items():
-                point[name] = monitor_3d(trainer, rows, truth)
+                if len(rows):  # a tiny set may hold no held-out row
+                    point[name] = monitor_3d(trainer, rows, truth)
             curve.append(point)
         # start_epoch: where this attempt began (> 0 after a resume from a checkpoint)
         metrics.update(epoch=epoch, start_epoch=start_epoch, train_seconds=train_s,
