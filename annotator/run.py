@@ -226,7 +226,7 @@ def check_storage(cfg: JobConfig) -> list[str]:
         import fsspec
 
         try:
-            fs = fsspec.filesystem("s3", skip_instance_cache=True, retries=1,
+            fs = fsspec.filesystem("s3", skip_instance_cache=True,
                                    config_kwargs={"connect_timeout": 5, "read_timeout": 10,
                                                   "retries": {"max_attempts": 1, "mode": "standard"}},
                                    **storage.s3_options())
