@@ -184,6 +184,8 @@ class LossWeights(Strict):
     """VPoser latent L2 (three-recipes paper: 1e-2)."""
     shape_l2: float = 1e-2
     """L2 on betas of target rows (three-recipes paper: 1e-2)."""
+    camera_scale: float = 10.0
+    """Hinge on the crop camera scale below 0.1: a collapsed camera (s <= 0) gets its gradient back."""
 
 
 class AugmentConfig(Strict):

@@ -182,7 +182,7 @@ def test_exact_solution_has_zero_loss_full_and_crop(body_model):
     data, truth = _supervised_batch(body_model)
     decoded = decode(truth, data, body_model)
     total, terms = compute_losses(truth, decoded, data, LossWeights(), "pretrain", "full")
-    assert set(terms) == {"keypoints_2d", "joints_3d", "smpl_pose", "smpl_betas", "total"}
+    assert set(terms) == {"keypoints_2d", "camera_scale", "joints_3d", "smpl_pose", "smpl_betas", "total"}
     assert all(float(v) < 1e-8 for v in terms.values()), terms
 
     # Crop ablation: the crop-frame targets of the same truth give zero crop loss.
@@ -223,7 +223,8 @@ def test_total_is_weighted_sum_and_modes_select_terms(body_model):
         prior_betas=data["smpl_betas"], has_prior=torch.tensor([False, True]),
     )
     total, terms = compute_losses(pred, decoded, ft, weights, "finetune")
-    assert set(terms) == {"keypoints_2d", "joints_3d", "smpl_pose", "smpl_betas", "prior_pose", "prior_betas", "shape_l2", "total"}
+    assert set(terms) == {"keypoints_2d", "camera_scale", "joints_3d", "smpl_pose", "smpl_betas", "prior_pose", "prior_betas", "shape_l2",
+                          "total"}
     # shape_l2 only on the target row (row 1).
     assert float(terms["shape_l2"]) == pytest.approx(float((pred["betas"][1] ** 2).sum()), rel=1e-6)
     expected = (2.0 * terms["keypoints_2d"] + 3.0 * terms["joints_3d"] + 0.5 * terms["smpl_pose"]
@@ -288,3 +289,14 @@ def test_decode_under_bf16_autocast_is_float32(body_model):
         out = decode(pred, data, body_model)
     assert all(v.dtype == torch.float32 for v in out.values())
     assert torch.allclose(out["keypoints_2d"], reference["keypoints_2d"], atol=1e-3)
+
+
+def test_camera_scale_term_is_zero_for_plausible_cameras_and_pushes_collapsed_ones_back():
+    from annotator.model.losses import MIN_CAMERA_SCALE, camera_scale_loss
+
+    ok = torch.tensor([[0.9, 0.0, 0.1], [MIN_CAMERA_SCALE + 0.01, 0.2, 0.0]])
+    assert float(camera_scale_loss(ok)) == 0.0
+    dead = torch.tensor([[-9.4, 2.4, -5.3]], requires_grad=True)  # measured in a collapsed pretrain
+    loss = camera_scale_loss(dead)
+    loss.backward()
+    assert float(loss) > 9 and float(dead.grad[0, 0]) < 0  # gradient descent raises s
