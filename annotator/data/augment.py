@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from annotator.body.joints import get_convention
+from annotator.data.batching import TRAIN_CONVENTION
+from annotator.data.images import IMAGENET_MEAN, IMAGENET_STD
 from annotator.geometry.cameras import bbox_info
 from annotator.geometry.crop import apply_affine, crop_affine, invert_affine
 from annotator.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-#: Crop keypoints are in this convention (:data:`annotator.data.batching.TRAIN_CONVENTION`).
-_KP_CONVENTION = "coco17"
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def augment_batch(batch: dict[str, Tensor], params: AugmentParams, crop_size: in
     out["center"], out["box_size"], out["affine"] = center.float(), box.float(), affine.float()
     out["bbox_info"] = bbox_info(out["center"], out["box_size"], batch["focal"], batch["image_size"], pp)
 
-    kp_perm = get_convention(_KP_CONVENTION).flip_permutation()
+    kp_perm = get_convention(TRAIN_CONVENTION).flip_permutation()
     flip3 = params.flip[:, None, None]
     if "keypoints_2d" in batch:
         kp = torch.where(flip3, batch["keypoints_2d"][:, kp_perm], batch["keypoints_2d"])
@@ -183,8 +183,6 @@ def augment_batch(batch: dict[str, Tensor], params: AugmentParams, crop_size: in
 
 def _apply_gain(img: Tensor, gain: Tensor) -> Tensor:
     """Per-channel gain in [0, 1] pixel units on ImageNet-normalised images (clipped to [0, 1])."""
-    from annotator.data.images import IMAGENET_MEAN, IMAGENET_STD
-
     mean = img.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = img.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     raw = ((img * std + mean) * gain).clamp(0, 1)

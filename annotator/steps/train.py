@@ -205,7 +205,7 @@ def _newest_state(registered, ckpt_dir: str | None) -> dict | None:
     return state
 
 
-def train_settings(cfg, step: str):  # noqa: D401
+def train_settings(cfg, step: str):
     """The :class:`~annotator.config.TrainConfig` of a training step."""
     return {"pretrain": cfg.pretrain, "finetune": cfg.finetune, "train-estimator": cfg.estimator}[step]
 
