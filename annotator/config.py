@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 STEPS = (
     "manifest",
     "train-prior",
+    "train-lifter",
     "pretrain",
     "predict-prior",
     "finetune",
@@ -260,6 +261,31 @@ class PoseSpaceConfig(Strict):
     """Seed of the synthetic mocap poses."""
 
 
+class LifterConfig(Strict):
+    """The 2D-keypoint lifter (annotator.model.lifter): trained on poses alone (the mocap set
+    seen by random cameras), it gives the CLIFF regressor its starting pose."""
+
+    enabled: bool = False
+    """Start the annotator network's regressor (pretrain, predict-prior, finetune, reinfer) from the
+    lifter's pose of each row's 2D keypoints instead of the mean pose; adds the ``train-lifter`` step.
+    The indirect-error estimator never uses it (it is an image-only model)."""
+    checkpoint: str | None = None
+    """A lifter saved by ``train-lifter`` (``<run>/checkpoints/train-lifter/lifter.pt``) to load
+    instead of training one (local or s3://; loaded without unpickling)."""
+    mocap_poses: int = Field(20000, ge=0)
+    """Synthetic mocap poses (the world's AMASS, seed ``seed``) trained on, with the aux3d SMPL poses."""
+    steps: int = Field(3000, ge=1)
+    """Optimiser steps (each a batch of freshly drawn camera views)."""
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate of the one-cycle schedule (Adam)."""
+    keypoint_weight: float = Field(1.0, ge=0)
+    """Weight of the body-frame keypoint loss (metres) next to the rotation-matrix loss."""
+    seed: int = 0
+    num_cpus: int = Field(2, ge=1)
+    """CPUs (torch threads) of the one Ray task that trains the lifter."""
+
+
 class SmplifyConfig(Strict):
     """The per-sample optimisation baseline (``method: smplify``; SPIN's SMPLify in batch)."""
 
@@ -323,10 +349,12 @@ class JobConfig(Strict):
     crop: CropConfig = CropConfig()
     network: NetworkConfig = NetworkConfig()
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
-    """Steps to run (always in pipeline order): manifest, train-prior, pretrain, predict-prior,
+    """Steps to run (always in pipeline order): manifest, train-prior, train-lifter (with
+    ``lifter.enabled``), pretrain, predict-prior,
     finetune, reinfer, train-estimator, evaluate, report (the last three but one need an ``eval3d``
     dataset and are skipped without one)."""
     pose_prior: PoseSpaceConfig = PoseSpaceConfig()
+    lifter: LifterConfig = LifterConfig()
     smplify: SmplifyConfig = SmplifyConfig()
     pretrain: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
     finetune: TrainConfig = TrainConfig(epochs=3, lr=5e-5)

@@ -26,11 +26,12 @@ log = logging.getLogger("annotator")
 def _step_functions() -> dict[str, Callable[[StepContext], dict]]:
     from annotator.steps.estimator import run_evaluate, run_train_estimator
     from annotator.steps.infer import run_predict_prior, run_reinfer
-    from annotator.steps.prepare import run_manifest, run_train_prior
+    from annotator.steps.prepare import run_manifest, run_train_lifter, run_train_prior
     from annotator.steps.report import run_report
     from annotator.steps.train import run_finetune, run_pretrain
 
-    return {"manifest": run_manifest, "train-prior": run_train_prior, "pretrain": run_pretrain,
+    return {"manifest": run_manifest, "train-prior": run_train_prior,
+            "train-lifter": run_train_lifter, "pretrain": run_pretrain,
             "predict-prior": run_predict_prior, "finetune": run_finetune, "reinfer": run_reinfer,
             "train-estimator": run_train_estimator, "evaluate": run_evaluate, "report": run_report}
 
@@ -42,6 +43,7 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
         "manifest": {"datasets": d["datasets"], "manifest": d["manifest"],
                      "body_model": {k: d["body_model"][k] for k in ("kind", "path", "num_betas")}},
         "train-prior": d["pose_prior"],
+        "train-lifter": {"lifter": d["lifter"], "manifest": d["manifest"]},
         "pretrain": {"network": d["network"], "crop": d["crop"], "train": d["pretrain"]},
         "predict-prior": {},
         "finetune": {"train": d["finetune"]},
@@ -58,6 +60,8 @@ def plan_steps(cfg: JobConfig) -> list[str]:
         steps = [s for s in steps if s not in ("finetune", "train-prior")]
     if cfg.method == "smplify":  # fitting replaces the finetune; the VPoser prior is still trained
         steps = [s for s in steps if s != "finetune"]
+    if not cfg.lifter.enabled:
+        steps = [s for s in steps if s != "train-lifter"]
     if not cfg.datasets_with_role("eval3d"):  # the indirect error needs a held-out 3D set
         steps = [s for s in steps if s not in ("train-estimator", "evaluate")]
     return steps
@@ -282,6 +286,8 @@ def check_inputs(cfg: JobConfig, steps: list[str]) -> list[str]:
             check("body_model.path", cfg.body_model.path)
     if "train-prior" in steps and cfg.pose_prior.checkpoint:
         check("pose_prior.checkpoint", cfg.pose_prior.checkpoint)
+    if "train-lifter" in steps and cfg.lifter.checkpoint:
+        check("lifter.checkpoint", cfg.lifter.checkpoint)
     if cfg.network.weights and {"pretrain", "train-estimator"} & set(steps):
         if check("network.weights", cfg.network.weights):
             from annotator.steps.runtime import UnsafeCheckpointError, load_torch
@@ -314,6 +320,8 @@ def _headline(step: str, out: dict) -> str:
         return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}"
     if step == "train-prior":
         return f"vposer {'trained' if out.get('trained') else 'loaded'}"
+    if step == "train-lifter":
+        return f"lifter {'trained on ' + str(out.get('poses')) + ' poses' if out.get('trained') else 'loaded'}"
     if step == "report":
         return out.get("headline", "")
     return ""

@@ -62,7 +62,7 @@ def add_commands(subparsers) -> None:
                    help="also run cliff-no-prior-reg, cliff-no-bbox and cliff-crop-loss")
     q.add_argument("--no-indirect", dest="indirect", action="store_false", default=None,
                    help="skip the indirect error (estimator trained on the pseudo-GT)")
-    for name in ("lab_images", "wild3d_train_images", "mocap_poses", "wild_images", "wild3d_images", "crop_size", "pretrain_epochs", "finetune_epochs",
+    for name in ("lab_images", "wild3d_train_images", "mocap_poses", "lifter_poses", "lifter_steps", "wild_images", "wild3d_images", "crop_size", "pretrain_epochs", "finetune_epochs",
                  "estimator_epochs", "ray_cpus"):
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None)
     q.set_defaults(func=_quality)

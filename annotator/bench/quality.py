@@ -117,6 +117,11 @@ class QualitySettings:
     """Annotated set (1-4 people per image)."""
     wild3d_images: int = 80
     """Indirect test set (1-2 people per image)."""
+    lifter: bool = True
+    """Start the annotator network from the 2D-keypoint lifter (``lifter.enabled``)."""
+    lifter_poses: int = 20000
+    """Synthetic mocap poses the lifter is trained on (with the aux3d poses)."""
+    lifter_steps: int = 3000
     crop_size: int = 64
     backbone: str = "resnet18"
     pretrain_epochs: int = 8
@@ -157,6 +162,7 @@ def bench_job(s: QualitySettings, root: str, group: str) -> dict:
         "crop": {"size": s.crop_size},
         "network": {"backbone": s.backbone},
         "pose_prior": {"epochs": 30, "mocap_poses": s.mocap_poses, "mocap_seed": s.seed},
+        "lifter": {"enabled": s.lifter, "mocap_poses": s.lifter_poses, "steps": s.lifter_steps, "seed": s.seed},
         "pretrain": {"epochs": s.pretrain_epochs, "batch_size": 32, "lr": 1e-3, "seed": s.seed,
                      "heldout_fraction": 0.05},
         "finetune": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed,

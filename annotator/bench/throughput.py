@@ -381,6 +381,7 @@ class _Threads:
 def bare_model_rate(inputs: Inputs, n_batches: int, batch_size: int) -> dict[str, float]:
     """Instances/s of CliffNet forward + decode on pre-made tensors (one warm-up batch)."""
     from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
+    from annotator.model.cliff import net_inputs
     from annotator.model.outputs import decode
     from annotator.steps.runtime import autocast, load_network, pick_device
 
@@ -394,7 +395,7 @@ def bare_model_rate(inputs: Inputs, n_batches: int, batch_size: int) -> dict[str
     def step() -> None:
         with torch.inference_mode():
             with autocast(cfg, device):
-                pred = net(batch["img"], batch["bbox_info"])
+                pred = net(**net_inputs(batch))
             decode({k: v.float() for k, v in pred.items()}, batch, body, convention=TRAIN_CONVENTION)
 
     with _Threads(WORKER_THREADS):

@@ -8,7 +8,11 @@ Architecture (CLIFF Fig. 2b, built on HMR/SPIN):
   ``I_bbox`` (Eq. 5, computed by the data pipeline); without it the network is the HMR-style
   crop-only model (ablation ``cliff-no-bbox``);
 * an iterative error-feedback regressor (HMR) starts from mean parameters and refines them
-  ``iterations`` times: ``theta <- theta + MLP([feature, bbox, theta])``.
+  ``iterations`` times: ``theta <- theta + MLP([feature, bbox, theta])``;
+* with a 2D-keypoint lifter attached (:meth:`CliffNet.attach_lifter`, job switch
+  ``lifter.enabled``) the regressor starts from the lifter's pose of the row's 2D keypoints
+  instead of the mean pose (SPIN starts its fits from a lifter the same way); the lifter is
+  frozen and stored in the network's checkpoints (``lifter.*`` keys).
 
 Rotations are regressed in the continuous 6D representation (Zhou et al. 2019; first two
 columns of the rotation matrix) and turned into matrices by Gram-Schmidt, always in float32
@@ -38,6 +42,7 @@ from torch import nn
 from annotator import storage
 from annotator.config import NetworkConfig
 from annotator.geometry.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+from annotator.model.lifter import Lifter
 
 NUM_JOINTS = 24
 """SMPL joints with a rotation: the root (global orient) + 23 body joints."""
@@ -104,6 +109,9 @@ def from_cliff_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
         prefix = next((p for p in CLIFF_KEY_MAP if key.startswith(p)), None)
         out[key if prefix is None else CLIFF_KEY_MAP[prefix] + key[len(prefix):]] = value
     return out
+
+
+LIFTER_PREFIX = "lifter."
 
 
 class WeightsError(ValueError):
@@ -174,15 +182,31 @@ class CliffNet(nn.Module):
         for name, value in mean_parameters(self.num_betas).items():
             self.register_buffer(f"mean_{name}", value)
 
+        self.lifter: Lifter | None = None
         if net_cfg.weights:
             load_weights(self, net_cfg.weights)
 
-    def forward(self, img: torch.Tensor, bbox_info: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def attach_lifter(self, lifter: Lifter) -> None:
+        """Start the regressor from ``lifter``'s pose (frozen, always in eval mode)."""
+        for p in lifter.parameters():
+            p.requires_grad_(False)
+        self.lifter = lifter.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.lifter is not None:
+            self.lifter.eval()
+        return self
+
+    def forward(self, img: torch.Tensor, bbox_info: torch.Tensor | None = None, keypoints_2d: torch.Tensor | None = None,
+                focal: torch.Tensor | None = None, principal_point: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Regress SMPL parameters for a batch of crops.
 
         Args:
             img: (B, 3, S, S) normalised crops (any memory format, e.g. channels_last).
             bbox_info: (B, 3) CLIFF Eq. 5 box information; required when ``use_bbox_info``.
+            keypoints_2d, focal, principal_point: (B, K, 3) pixel keypoints with confidence,
+                (B,), (B, 2): the lifter's inputs; required when a lifter is attached.
 
         Returns:
             ``rotmat`` (B, 24, 3, 3) float32 rotation matrices (root first), ``pose_6d``
@@ -204,7 +228,13 @@ class CliffNet(nn.Module):
             inputs.append(bbox_info.to(feat.dtype))
 
         # The running estimate stays float32; only the deltas come out of the (maybe bf16) MLP.
-        pose = self.mean_pose_6d.expand(batch, -1)
+        if self.lifter is not None:
+            if keypoints_2d is None or focal is None or principal_point is None:
+                raise ValueError("CliffNet: a lifter is attached; keypoints_2d, focal and principal_point are required")
+            with torch.no_grad():
+                pose = self.lifter.pose_6d(keypoints_2d, focal, principal_point).float()
+        else:
+            pose = self.mean_pose_6d.expand(batch, -1)
         betas = self.mean_betas.expand(batch, -1)
         cam = self.mean_crop_cam.expand(batch, -1)
         for _ in range(self.iterations):
@@ -217,6 +247,11 @@ class CliffNet(nn.Module):
         with torch.autocast(device_type=img.device.type, enabled=False):
             rotmat = rot6d_to_matrix(pose.float().reshape(batch, NUM_JOINTS, ROT6D))
         return {"rotmat": rotmat, "pose_6d": pose, "betas": betas, "crop_cam": cam}
+
+
+def net_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keyword arguments of :meth:`CliffNet.forward` taken from a model batch."""
+    return {k: batch[k] for k in ("img", "bbox_info", "keypoints_2d", "focal", "principal_point") if k in batch}
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -265,10 +300,15 @@ def load_weights(net: CliffNet, path: str) -> str:
         state = from_cliff_state_dict(state)
     if any(k.startswith("backbone.") for k in state):
         kind, target = "full", net
+        if net.lifter is None and any(k.startswith(LIFTER_PREFIX) for k in state):
+            net.attach_lifter(Lifter(Lifter.keypoints_in(state, LIFTER_PREFIX)))
     else:
         kind, target = "backbone", net.backbone
         state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
     expected = target.state_dict()
+    if kind == "full" and not any(k.startswith(LIFTER_PREFIX) for k in state):
+        # weights of a network without a lifter (the user's, CLIFF's): the attached lifter stays
+        expected = {k: v for k, v in expected.items() if not k.startswith(LIFTER_PREFIX)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(
@@ -288,5 +328,5 @@ def load_weights(net: CliffNet, path: str) -> str:
             f"{storage.redact(path)}: cannot load as {kind} weights for a {net.net_cfg.backbone} CliffNet "
             f"(use_bbox_info={net.use_bbox_info}, num_betas={net.num_betas}): " + "; ".join(problems)
         )
-    target.load_state_dict(state, strict=True)
+    target.load_state_dict(state, strict=len(expected) == len(target.state_dict()))
     return "cliff" if cliff else kind

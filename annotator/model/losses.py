@@ -169,6 +169,18 @@ def camera_scale_loss(crop_cam: Tensor) -> Tensor:
     return torch.relu(MIN_CAMERA_SCALE - crop_cam[:, 0].float()).mean()
 
 
+def lifter_loss(pred_rotmat: Tensor, target_rotmat: Tensor, pred_keypoints: Tensor | None,
+                target_keypoints: Tensor, keypoint_weight: float) -> dict[str, Tensor]:
+    """The 2D-keypoint lifter's loss (:mod:`annotator.fitting.lifter`): SPIN's squared
+    rotation-matrix error summed over the 24 rotations, plus ``keypoint_weight`` x the mean
+    body-frame keypoint distance in metres (``pred_keypoints`` None: not computed)."""
+    rotation = (pred_rotmat - target_rotmat).pow(2).sum(dim=(-1, -2)).sum(dim=1).mean()
+    keypoints = torch.zeros((), dtype=rotation.dtype)
+    if pred_keypoints is not None:
+        keypoints = torch.linalg.norm(pred_keypoints - target_keypoints, dim=-1).mean()
+    return {"loss": rotation + keypoint_weight * keypoints, "rotation": rotation, "keypoints": keypoints}
+
+
 def _require(batch: dict[str, Tensor], keys: tuple[str, ...], why: str) -> None:
     missing = [k for k in keys if k not in batch]
     if missing:

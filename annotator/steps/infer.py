@@ -79,6 +79,7 @@ class Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from annotator.data.batching import TRAIN_CONVENTION, stack_list_column, to_model_batch
+        from annotator.model.cliff import net_inputs
         from annotator.model.outputs import decode
         from annotator.steps.runtime import autocast
 
@@ -100,7 +101,7 @@ class Predictor:
             sub = {k: v[ok] for k, v in batch.items()}
             mb = to_model_batch(sub, self.device)
             with torch.inference_mode(), autocast(self.cfg, self.device):
-                pred = self.net(mb["img"], mb["bbox_info"])
+                pred = self.net(**net_inputs(mb))
             with torch.inference_mode():
                 dec = decode({k: v.float() for k, v in pred.items()}, mb, self.body, convention=TRAIN_CONVENTION)
             dec["crop_cam"] = pred["crop_cam"]

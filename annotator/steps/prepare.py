@@ -1,4 +1,4 @@
-"""Steps ``manifest`` and ``train-prior``.
+"""Steps ``manifest``, ``train-prior`` and ``train-lifter``.
 
 ``manifest``: makes the run's body model file (built once, copied into the run so every
 Ray worker on every node loads the same bytes), generates the synthetic datasets of the
@@ -7,6 +7,10 @@ manifest shards + rejects - one Ray task per dataset.
 
 ``train-prior``: fits the VPoser-v2-compatible pose prior to the SMPL body poses of the
 ``aux3d`` manifests, or takes an official checkpoint given by ``pose_prior.checkpoint``.
+
+``train-lifter`` (``lifter.enabled``): trains the 2D-keypoint lifter
+(:mod:`annotator.fitting.lifter`) on the synthetic mocap poses and the aux3d SMPL poses, or
+validates a saved one given by ``lifter.checkpoint``.
 """
 from __future__ import annotations
 
@@ -138,3 +142,71 @@ def run_train_prior(ctx: StepContext) -> dict:
     log.info("[train-prior] VPoser fitted to %d poses (%d of them synthetic mocap; final loss %s)", info["poses"],
              info["mocap_poses"], info["final_loss"])
     return {"vposer": out_path, "trained": True, **info}
+
+
+def _sample_mocap(count: int, seed: int) -> np.ndarray:
+    """``(count, 69)`` body poses of the synthetic world's mocap set (its AMASS)."""
+    from annotator.data.synth.poses import sample_poses
+
+    return np.asarray(sample_poses(np.random.default_rng(seed), count).body_pose, np.float32).reshape(count, -1)[:, :69]
+
+
+def load_lifter(path: str):
+    """A lifter saved by ``train-lifter`` (``{"model": state dict, "convention": ...}``), read
+    without unpickling; a wrong file is an error naming it."""
+    from annotator.data.batching import TRAIN_CONVENTION
+    from annotator.model.lifter import Lifter
+    from annotator.steps.runtime import load_torch
+
+    obj = load_torch(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or "net.0.weight" not in obj["model"]:
+        raise ValueError(f"{storage.redact(path)}: not a lifter file (expected a dict with a lifter state dict under 'model')")
+    if obj.get("convention") != TRAIN_CONVENTION:
+        raise ValueError(f"{storage.redact(path)}: lifter for keypoint convention {obj.get('convention')!r}, "
+                         f"the network trains on {TRAIN_CONVENTION!r}")
+    lifter = Lifter(Lifter.keypoints_in(obj["model"]))
+    lifter.load_state_dict(obj["model"], strict=True)
+    return lifter.eval()
+
+
+def _train_lifter_task(job_json: str, shards: list[str], body_model_path: str, out_path: str) -> dict:
+    import torch
+
+    from annotator.body import load_body_model
+    from annotator.data.batching import TRAIN_CONVENTION
+    from annotator.fitting.lifter import train_lifter
+    from annotator.steps.runtime import run_body_model_config, save_torch
+
+    cfg = worker_config(job_json)
+    lc = cfg.lifter
+    torch.set_num_threads(lc.num_cpus)
+    poses = np.concatenate([_collect_body_poses(shards), _sample_mocap(lc.mocap_poses, lc.seed)]) if lc.mocap_poses \
+        else _collect_body_poses(shards)
+    if len(poses) == 0:
+        raise RuntimeError("train-lifter: no poses (lifter.mocap_poses is 0 and the aux3d manifests have no SMPL poses)")
+    body = load_body_model(run_body_model_config(cfg, body_model_path))
+    lines = []
+    net, history = train_lifter(body, TRAIN_CONVENTION, torch.from_numpy(poses), steps=lc.steps, batch_size=lc.batch_size,
+                                lr=lc.lr, seed=lc.seed, keypoint_weight=lc.keypoint_weight,
+                                log=lambda step, m: lines.append(f"step {step}: loss {m['loss']:.3f} ({m['seconds']:.0f}s)"))
+    save_torch({"model": net.state_dict(), "convention": TRAIN_CONVENTION, "poses": int(len(poses)),
+                "history": history}, out_path)
+    return {"poses": int(len(poses)), "mocap_poses": lc.mocap_poses, "final_loss": history["loss"][-1], "log": lines}
+
+
+def run_train_lifter(ctx: StepContext) -> dict:
+    import ray
+
+    cfg = ctx.cfg
+    if cfg.lifter.checkpoint:
+        load_lifter(cfg.lifter.checkpoint)  # validate now, not in the middle of pretrain
+        return {"lifter": cfg.lifter.checkpoint, "trained": False}
+    manifest = ctx.result("manifest")
+    shards = [s for d in ctx.datasets("aux3d") for s in manifest["datasets"][d.name]["shards"]]
+    out_path = storage.join(ctx.layout.checkpoints("train-lifter"), "lifter.pt")
+    info = ray.get(ray.remote(num_cpus=cfg.lifter.num_cpus)(_train_lifter_task).remote(
+        cfg.model_dump_json(), shards, manifest["body_model_path"], out_path))
+    for line in info.pop("log"):
+        log.info("[train-lifter] %s", line)
+    log.info("[train-lifter] lifter trained on %d poses (%d of them synthetic mocap)", info["poses"], info["mocap_poses"])
+    return {"lifter": out_path, "trained": True, **info}

@@ -58,6 +58,10 @@ def train_loop(loop_cfg: dict) -> None:
 
     body = load_body_model(run_body_model_config(cfg, loop_cfg["body_model_path"]), device=device)
     net = load_network(cfg, loop_cfg.get("init_weights"), device)
+    if loop_cfg.get("lifter_path") and net.lifter is None:
+        from annotator.steps.prepare import load_lifter
+
+        net.attach_lifter(load_lifter(loop_cfg["lifter_path"]).to(device))
     vposer = None
     if step == "finetune" and loop_cfg.get("vposer_path") and tcfg.loss.pose_prior > 0:
         vposer = load_vposer(loop_cfg["vposer_path"]).to(device).eval()
@@ -322,6 +326,8 @@ def run_training(ctx: StepContext, step: str) -> dict:
                 "roles": _role_specs(ctx, step)}
     if step in ("pretrain", "train-estimator"):
         loop_cfg["init_weights"] = None  # from scratch; backbone weights (if any) come from network.weights
+        if step == "pretrain" and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
+            loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
     else:
         loop_cfg["init_weights"] = ctx.result("pretrain")["weights"]
         prior = ctx.results.get("train-prior") or (ctx.result("train-prior") if "train-prior" in cfg.steps else None)

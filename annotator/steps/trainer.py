@@ -23,6 +23,7 @@ import torch
 from annotator.data.augment import AugmentParams, augment_batch
 from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
 from annotator.data.images import normalize_images
+from annotator.model.cliff import net_inputs
 from annotator.model.losses import compute_losses
 from annotator.model.outputs import decode, smpl_joint_targets
 
@@ -136,7 +137,7 @@ class Trainer:
         for raw in parts:
             b = self.crops(raw, train=True)
             with self.autocast():
-                pred = self.net(b["img"], b["bbox_info"])
+                pred = self.net(**net_inputs(b))
             dec = decode(pred, b, self.body, convention=TRAIN_CONVENTION, reprojection=self.s.reprojection)
             loss, terms = compute_losses(pred, dec, b, self.tcfg.loss, mode=self.s.mode,
                                          reprojection=self.s.reprojection, vposer=self.vposer,
@@ -211,7 +212,7 @@ def monitor_3d(trainer: Trainer, rows: TrainRows, truth: dict[str, torch.Tensor]
         idx = torch.arange(s, min(len(rows), s + batch))
         b = trainer.crops(rows.take(idx, trainer.device), train=False)
         with trainer.autocast():
-            pred = net(b["img"], b["bbox_info"])
+            pred = net(**net_inputs(b))
         dec = decode(pred, b, body, convention=TRAIN_CONVENTION)
         gt = {k: v[idx].to(trainer.device) for k, v in truth.items()}
         go = body(global_orient=gt["global_orient"], body_pose=gt["body_pose"], betas=gt["betas"])
