@@ -289,8 +289,9 @@ class LifterConfig(Strict):
 class SmplifyConfig(Strict):
     """The per-sample optimisation baseline (``method: smplify``; SPIN's SMPLify in batch)."""
 
-    init: Literal["prior", "mean"] = "prior"
-    """Start from the pretrained network's predictions (as SPIN does in the loop) or the mean pose."""
+    init: Literal["prior", "mean", "lifter"] = "prior"
+    """Start from the pretrained network's predictions (as SPIN does in the loop), the mean pose, or
+    the 2D-keypoint lifter's pose (SPIN supp.; runs ``train-lifter``; label ``smplify-lifter-init``)."""
     camera_iters: int = Field(30, ge=0)
     """Stage 1: camera translation + global orientation from the torso joints."""
     body_iters: int = Field(100, ge=0)
@@ -339,9 +340,10 @@ class JobConfig(Strict):
     def _safe_name(cls, v: str) -> str:
         return check_path_component(v, "job name")
 
-    method: Literal["cliff", "prior", "smplify"] = "cliff"
+    method: Literal["cliff", "prior", "smplify", "lifter"] = "cliff"
     """``cliff``: finetune with prior regularisation (default); ``prior``: the pretrained network's
-    predictions (CLIFF's ablation); ``smplify``: per-sample SMPLify fitting baseline (settings in ``smplify``)."""
+    predictions (CLIFF's ablation); ``smplify``: per-sample SMPLify fitting baseline (settings in ``smplify``);
+    ``lifter``: the 2D-keypoint lifter's pose alone (zero betas, translation from the keypoints; no image)."""
     storage: StorageConfig = StorageConfig()
     body_model: BodyModelConfig = BodyModelConfig()
     datasets: list[DatasetConfig]
@@ -381,7 +383,11 @@ class JobConfig(Strict):
         """The name reports give this job's annotator: the method plus its ablations, e.g.
         ``cliff``, ``cliff-no-bbox`` (HMR-style crop-only input), ``cliff-crop-loss`` (crop-frame
         reprojection loss in the step that makes the annotations), ``cliff-no-prior-reg``."""
+        if self.method == "lifter":  # no image network
+            return "lifter"
         label = self.method
+        if self.method == "smplify" and self.smplify.init == "lifter":
+            label += "-lifter-init"
         if not self.network.use_bbox_info:
             label += "-no-bbox"
         annotating = self.finetune if self.method == "cliff" else self.pretrain
@@ -393,6 +399,11 @@ class JobConfig(Strict):
 
     def datasets_with_role(self, role: str) -> list[DatasetConfig]:
         return [d for d in self.datasets if d.role == role]
+
+    @property
+    def uses_lifter(self) -> bool:
+        """Whether the ``train-lifter`` step's lifter is needed."""
+        return self.lifter.enabled or self.method == "lifter" or (self.method == "smplify" and self.smplify.init == "lifter")
 
     @property
     def run_root(self) -> str:

@@ -60,7 +60,9 @@ def plan_steps(cfg: JobConfig) -> list[str]:
         steps = [s for s in steps if s not in ("finetune", "train-prior")]
     if cfg.method == "smplify":  # fitting replaces the finetune; the VPoser prior is still trained
         steps = [s for s in steps if s != "finetune"]
-    if not cfg.lifter.enabled:
+    if cfg.method == "lifter":  # the lifter alone: no image network
+        steps = [s for s in steps if s not in ("train-prior", "pretrain", "predict-prior", "finetune")]
+    if not cfg.uses_lifter:
         steps = [s for s in steps if s != "train-lifter"]
     if not cfg.datasets_with_role("eval3d"):  # the indirect error needs a held-out 3D set
         steps = [s for s in steps if s not in ("train-estimator", "evaluate")]

@@ -57,7 +57,7 @@ def add_commands(subparsers) -> None:
     q.add_argument("--work-dir", default=None,
                    help="keep the runs here; a later bench run with the same dir reuses finished steps")
     q.add_argument("--methods", nargs="+", default=None, metavar="LABEL",
-                   help="subset of: cliff prior smplify cliff-no-prior-reg cliff-no-bbox cliff-crop-loss")
+                   help="subset of: cliff prior smplify lifter smplify-lifter-init cliff-no-prior-reg cliff-no-bbox cliff-crop-loss")
     q.add_argument("--ablations", action="store_true", default=None,
                    help="also run cliff-no-prior-reg, cliff-no-bbox and cliff-crop-loss")
     q.add_argument("--no-indirect", dest="indirect", action="store_false", default=None,

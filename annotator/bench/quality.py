@@ -6,14 +6,16 @@ test - is annotated by every method and ablation with the real pipeline
 (:func:`annotator.run.run_job` on a local Ray), and each one's pseudo-GT of ``wild`` is
 scored against the world's hidden 3D truth on the same instances:
 
-=====================  ==================================================================
+======================  ==================================================================
 ``cliff``              pretrain -> predict-prior -> finetune (prior reg.) -> reinfer
 ``prior``              the pretrained network's predictions (CLIFF's ablation)
 ``smplify``            SMPLify fitting started from the prior (SPIN-style, NeuralAnnot's rival)
+``lifter``             the 2D-keypoint lifter alone (``method: lifter``; no image network)
+``smplify-lifter-init`` SMPLify started from the lifter's pose (SPIN supp.)
 ``cliff-no-prior-reg`` finetune without regularisation towards the prior
 ``cliff-no-bbox``      HMR-style crop-only input (own pretrain)
 ``cliff-crop-loss``    crop-frame reprojection loss in pretrain and finetune (own pretrain)
-=====================  ==================================================================
+======================  ==================================================================
 
 The variants that share a pretrained network run one after the other in one run
 directory, so the run's state records let them reuse it (and a second bench run with the
@@ -69,6 +71,9 @@ VARIANTS = (  # run order matters inside a group: the last one may replace share
     Variant("cliff", "base", indirect=True),
     Variant("prior", "base", (("method", "prior"),), indirect=True),
     Variant("smplify", "base", (("method", "smplify"),), indirect=True),
+    Variant("lifter", "base", (("method", "lifter"),), indirect=True, ablation=True),
+    Variant("smplify-lifter-init", "base", (("method", "smplify"), ("smplify.init", "lifter")), indirect=True,
+            ablation=True),
     Variant("cliff-no-prior-reg", "base", (("finetune.use_prior_reg", False),), ablation=True),
     Variant("cliff-no-bbox", "no-bbox", (("network.use_bbox_info", False),), ablation=True),
     Variant("cliff-crop-loss", "crop-loss", (("pretrain.reprojection", "crop"), ("finetune.reprojection", "crop")),

@@ -40,15 +40,20 @@ class Predictor:
     """Ray Data actor: loads the body model and network once, predicts a batch of crops."""
 
     def __init__(self, job_json: str, weights: str, body_model_path: str | None, method: str, checkpoint_id: str,
-                 vposer_path: str | None = None, label: str | None = None):
+                 vposer_path: str | None = None, label: str | None = None, lifter_path: str | None = None):
         from annotator.body import load_body_model
         from annotator.steps.runtime import load_network, pick_device, run_body_model_config, worker_config
 
         self.cfg = worker_config(job_json)
         self.device = pick_device(self.cfg)
         self.body = load_body_model(run_body_model_config(self.cfg, body_model_path), device=self.device)
-        self.net = load_network(self.cfg, weights, self.device).eval()
+        from annotator.steps.prepare import load_lifter
+
         self.method = method
+        # method lifter: ``weights`` is the lifter file, there is no image network
+        self.net = None if method == "lifter" else load_network(self.cfg, weights, self.device).eval()
+        self.lifter = load_lifter(weights if method == "lifter" else lifter_path).to(self.device) \
+            if method == "lifter" or lifter_path else None
         self.label = label or method  # the ``method`` column: e.g. ``cliff-no-bbox`` for an ablation
         self.checkpoint_id = checkpoint_id
         self.vposer = None
@@ -65,8 +70,11 @@ class Predictor:
         from annotator.fitting import smplify
         from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
 
-        init = {k: dec[k].float() for k in ("global_orient", "body_pose", "betas", "transl")} \
-            if self.cfg.smplify.init == "prior" else None
+        init = None
+        if self.cfg.smplify.init == "prior":
+            init = {k: dec[k].float() for k in ("global_orient", "body_pose", "betas", "transl")}
+        elif self.cfg.smplify.init == "lifter":
+            init = {k: v.float() for k, v in self._lift(mb).items() if k in ("global_orient", "body_pose", "betas", "transl")}
         fit = smplify(self.body, mb["keypoints_2d"], TRAIN_CONVENTION, mb["focal"], mb["principal_point"], init,
                       self.cfg.smplify, vposer=self.vposer)
         params = fit.params()
@@ -76,6 +84,28 @@ class Predictor:
             params["crop_cam"] = cam_full_to_crop(params["transl"], mb["center"], mb["box_size"], mb["image_size"],
                                                   mb["focal"], mb["principal_point"])
         return params
+
+    @torch.no_grad()
+    def _lift(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The lifter's pose of the rows' 2D keypoints, with zero betas and the translation
+        that puts the body over its keypoints (SMPLify's camera initialisation)."""
+        from annotator.body.joints import select_keypoints
+        from annotator.data.batching import TRAIN_CONVENTION
+        from annotator.fitting.smplify import init_translation
+        from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
+        from annotator.geometry.rotations import matrix_to_axis_angle
+
+        rot = self.lifter(mb["keypoints_2d"], mb["focal"], mb["principal_point"])
+        n = rot.shape[0]
+        out = {"global_orient": matrix_to_axis_angle(rot[:, 0]), "body_pose": matrix_to_axis_angle(rot[:, 1:]).reshape(n, -1),
+               "betas": torch.zeros(n, self.body.num_betas, device=rot.device)}
+        out["transl"] = init_translation(mb["keypoints_2d"], TRAIN_CONVENTION, mb["focal"], mb["principal_point"], self.body,
+                                         out["betas"], out["global_orient"], out["body_pose"])
+        kps = select_keypoints(self.body(**out).keypoints, self.body.keypoint_names, TRAIN_CONVENTION)
+        out["keypoints_2d"] = perspective_projection(kps, mb["focal"], mb["principal_point"])
+        out["crop_cam"] = cam_full_to_crop(out["transl"], mb["center"], mb["box_size"], mb["image_size"],
+                                           mb["focal"], mb["principal_point"])
+        return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from annotator.data.batching import TRAIN_CONVENTION, stack_list_column, to_model_batch
@@ -100,11 +130,14 @@ class Predictor:
         if ok.any():
             sub = {k: v[ok] for k, v in batch.items()}
             mb = to_model_batch(sub, self.device)
-            with torch.inference_mode(), autocast(self.cfg, self.device):
-                pred = self.net(**net_inputs(mb))
-            with torch.inference_mode():
-                dec = decode({k: v.float() for k, v in pred.items()}, mb, self.body, convention=TRAIN_CONVENTION)
-            dec["crop_cam"] = pred["crop_cam"]
+            if self.method == "lifter":
+                dec = self._lift(mb)
+            else:
+                with torch.inference_mode(), autocast(self.cfg, self.device):
+                    pred = self.net(**net_inputs(mb))
+                with torch.inference_mode():
+                    dec = decode({k: v.float() for k, v in pred.items()}, mb, self.body, convention=TRAIN_CONVENTION)
+                dec["crop_cam"] = pred["crop_cam"]
             if self.method == "smplify":
                 dec = self._fit({k: v.clone() for k, v in dec.items()}, {k: v.clone() for k, v in mb.items()})
             kp2d = dec["keypoints_2d"].float()
@@ -197,7 +230,7 @@ def _shard_rows(shards: list[str]) -> dict[str, int]:
 
 def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], weights: str,
                    out_of: Callable[[str], str], method: str, vposer_path: str | None = None,
-                   label: str | None = None) -> dict:
+                   label: str | None = None, lifter_path: str | None = None) -> dict:
     """Run the network over every row of the datasets' manifest shards in ONE Ray Data
     pipeline (one actor pool for all datasets); commit one output file per shard."""
     from ray.data import ActorPoolStrategy
@@ -234,7 +267,7 @@ def infer_datasets(ctx: StepContext, step: str, shards: dict[str, list[str]], we
             Predictor,
             fn_constructor_kwargs={"job_json": cfg.model_dump_json(), "weights": weights, "body_model_path": body_path,
                                    "method": method, "checkpoint_id": _checkpoint_id(weights),
-                                   "vposer_path": vposer_path, "label": label},
+                                   "vposer_path": vposer_path, "label": label, "lifter_path": lifter_path},
             compute=ActorPoolStrategy(size=cfg.ray.inference_actors),
             batch_size=cfg.ray.inference_batch_size, batch_format="numpy",
             num_gpus=cfg.ray.gpus_per_actor or None, num_cpus=0 if cfg.ray.gpus_per_actor else 1,
@@ -313,6 +346,8 @@ def run_inference(ctx: StepContext, step: str) -> dict:
     cfg = ctx.cfg
     if step == "predict-prior":
         weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.prior, "prior"
+    elif cfg.method == "lifter":  # the lifter alone
+        weights, out_of, method = ctx.result("train-lifter")["lifter"], ctx.layout.pseudo_gt, "lifter"
     elif cfg.method in ("prior", "smplify"):  # no finetune: the pretrained network (+ fitting for smplify)
         weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.pseudo_gt, cfg.method
     else:
@@ -321,7 +356,8 @@ def run_inference(ctx: StepContext, step: str) -> dict:
     shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
     vposer = ctx.result("train-prior")["vposer"] if method == "smplify" and "train-prior" in ctx.cfg.steps else None
     label = cfg.method_label if step == "reinfer" else method
-    return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer, label=label),
+    lifter = ctx.result("train-lifter")["lifter"] if method == "smplify" and cfg.smplify.init == "lifter" else None
+    return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer, label=label, lifter_path=lifter),
             "weights": weights, "method": label}
 
 
