@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from annotator.methods import METHOD_NAMES
+
 STEPS = (
     "manifest",
     "train-prior",
@@ -340,7 +342,7 @@ class JobConfig(Strict):
     def _safe_name(cls, v: str) -> str:
         return check_path_component(v, "job name")
 
-    method: Literal["cliff", "prior", "smplify", "lifter"] = "cliff"
+    method: Literal[METHOD_NAMES] = "cliff"  # type: ignore[valid-type]
     """``cliff``: finetune with prior regularisation (default); ``prior``: the pretrained network's
     predictions (CLIFF's ablation); ``smplify``: per-sample SMPLify fitting baseline (settings in ``smplify``);
     ``lifter``: the 2D-keypoint lifter's pose alone (zero betas, translation from the keypoints; no image)."""
@@ -380,30 +382,13 @@ class JobConfig(Strict):
 
     @property
     def method_label(self) -> str:
-        """The name reports give this job's annotator: the method plus its ablations, e.g.
-        ``cliff``, ``cliff-no-bbox`` (HMR-style crop-only input), ``cliff-crop-loss`` (crop-frame
-        reprojection loss in the step that makes the annotations), ``cliff-no-prior-reg``."""
-        if self.method == "lifter":  # no image network
-            return "lifter"
-        label = self.method
-        if self.method == "smplify" and self.smplify.init == "lifter":
-            label += "-lifter-init"
-        if not self.network.use_bbox_info:
-            label += "-no-bbox"
-        annotating = self.finetune if self.method == "cliff" else self.pretrain
-        if annotating.reprojection == "crop":
-            label += "-crop-loss"
-        if self.method == "cliff" and not self.finetune.use_prior_reg:
-            label += "-no-prior-reg"
-        return label
+        """The name reports give this job's annotator (:func:`annotator.methods.label`)."""
+        from annotator.methods import label
+
+        return label(self)
 
     def datasets_with_role(self, role: str) -> list[DatasetConfig]:
         return [d for d in self.datasets if d.role == role]
-
-    @property
-    def uses_lifter(self) -> bool:
-        """Whether the ``train-lifter`` step's lifter is needed."""
-        return self.lifter.enabled or self.method == "lifter" or (self.method == "smplify" and self.smplify.init == "lifter")
 
     @property
     def run_root(self) -> str:

@@ -16,6 +16,7 @@ import time
 from typing import Callable
 
 from annotator import storage
+from annotator import methods
 from annotator.config import MAX_PIXELS_ENV, STEPS, ConfigError, JobConfig, load_job
 from annotator.steps.base import (RunLayout, StepContext, fingerprint, new_output_token, read_state, read_state_record,
                                   setup_logging, write_pending, write_state)
@@ -55,18 +56,8 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
 
 
 def plan_steps(cfg: JobConfig) -> list[str]:
-    steps = [s for s in STEPS if s in cfg.steps]
-    if cfg.method == "prior":
-        steps = [s for s in steps if s not in ("finetune", "train-prior")]
-    if cfg.method == "smplify":  # fitting replaces the finetune; the VPoser prior is still trained
-        steps = [s for s in steps if s != "finetune"]
-    if cfg.method == "lifter":  # the lifter alone: no image network
-        steps = [s for s in steps if s not in ("train-prior", "pretrain", "predict-prior", "finetune")]
-    if not cfg.uses_lifter:
-        steps = [s for s in steps if s != "train-lifter"]
-    if not cfg.datasets_with_role("eval3d"):  # the indirect error needs a held-out 3D set
-        steps = [s for s in steps if s not in ("train-estimator", "evaluate")]
-    return steps
+    """The steps this job runs, in pipeline order (what its method runs: :mod:`annotator.methods`)."""
+    return methods.plan_steps(cfg, STEPS)
 
 
 def init_ray(cfg: JobConfig) -> None:

@@ -111,6 +111,12 @@ conventions so that :func:`convert` maps them: SPIN's LSP ``neck`` is MPII's ``u
 COCO_MODEL_PREFIX = "coco_"
 """Prefix of the open model's regressed COCO-style keypoints."""
 
+COCO17_SKELETON = [
+    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9],
+    [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
+]
+"""COCO's person skeleton (1-based keypoint indices), as in the official annotation files."""
+
 
 @dataclass(frozen=True)
 class JointConvention:

@@ -25,11 +25,11 @@ def rasterize(vertices: np.ndarray, faces: np.ndarray, size: tuple[int, int],
     """Render one mesh seen along +z (view frame: x right, y down, z away), RGB uint8 (H, W, 3).
 
     ``scale`` px per metre; ``center`` (2,) view-frame point mapped to the image centre.
-    Visibility comes from the project's z-buffer (:func:`annotator.data.synth.raster.rasterize`).
+    Visibility comes from the project's z-buffer (:func:`annotator.render.raster.rasterize`).
     """
     import torch
 
-    from annotator.data.synth.raster import rasterize as zbuffer
+    from annotator.render.raster import rasterize as zbuffer
 
     w, h = size
     px = (vertices[:, :2] - center) * scale + np.array([w / 2.0, h / 2.0])

@@ -3,7 +3,7 @@
 For every selected image, all of its people are posed with the run's body model (one
 batched forward pass for the whole selection), projected with each row's own
 ``focal_length`` / ``principal_point`` (perspective, full-image px, OpenCV camera frame)
-and z-buffered together with the CPU rasteriser of :mod:`annotator.data.synth.raster`,
+and z-buffered together with the CPU rasteriser of :mod:`annotator.render.raster`,
 so people occlude each other correctly. The shaded meshes are alpha-blended over the
 photo; the predicted 2D keypoints (COCO-17 skeleton, person colour) and the dataset's
 annotated keypoints (white rings, confidence > 0) are drawn on top. An optional side
@@ -31,8 +31,8 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from torch import Tensor
 
 from annotator import storage
-from annotator.data.synth.raster import barycentrics, lambert_shade, rasterize, vertex_normals
-from annotator.data.synth.writers import COCO17_SKELETON
+from annotator.render.raster import barycentrics, lambert_shade, rasterize, vertex_normals
+from annotator.body.joints import COCO17_SKELETON
 from annotator.evaluation.reports import (  # noqa: F401 - re-exported: the overlay API reads run data too
     align_annotations,
     read_annotations,

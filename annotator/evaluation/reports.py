@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from annotator import storage
+from annotator.methods import METHODS
 from annotator.body.joints import COCO17_NAMES, convert, get_convention, select_keypoints
 from annotator.data import manifest as manifest_io
 from annotator.evaluation import metrics
@@ -50,13 +51,8 @@ ORIENT_FLIP_DEG = 90.0
 #: Per-sample per-joint columns: COCO-17 lists, NaN where a joint is unannotated / no truth.
 JOINT_COLUMNS = ("joint_err2d_px", "joint_err3d_mm")
 
-ANNOTATION_STEPS = {
-    "cliff": ("train-prior", "train-lifter", "pretrain", "predict-prior", "finetune", "reinfer"),
-    "prior": ("train-lifter", "pretrain", "reinfer"),
-    "smplify": ("train-prior", "train-lifter", "pretrain", "reinfer"),
-    "lifter": ("train-lifter", "reinfer"),
-}
-"""Steps whose time counts towards a method's annotation time (those it did not run count 0)."""
+ANNOTATION_STEPS = {name: m.annotation_steps for name, m in METHODS.items()}
+"""Steps whose time counts towards a method's annotation time (from :mod:`annotator.methods`)."""
 """The steps whose wall time makes each method's annotations (``manifest`` - reading the
 dataset - is common to all and left out)."""
 

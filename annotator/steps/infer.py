@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from annotator import storage
+from annotator.methods import METHODS
 from annotator.data.pseudo_gt import PARAM_WIDTHS, to_table
 from annotator.steps.base import Progress, StepContext
 
@@ -50,10 +51,12 @@ class Predictor:
         from annotator.steps.prepare import load_lifter
 
         self.method = method
-        # method lifter: ``weights`` is the lifter file, there is no image network
-        self.net = None if method == "lifter" else load_network(self.cfg, weights, self.device).eval()
-        self.lifter = load_lifter(weights if method == "lifter" else lifter_path).to(self.device) \
-            if method == "lifter" or lifter_path else None
+        # what this method does per batch (annotator.methods); "prior" (predict-prior) is the network
+        self.predictor = METHODS[method].predictor if method in METHODS else "network"
+        # the lifter method: ``weights`` is the lifter file, there is no image network
+        self.net = None if self.predictor == "lifter" else load_network(self.cfg, weights, self.device).eval()
+        self.lifter = load_lifter(weights if self.predictor == "lifter" else lifter_path).to(self.device) \
+            if self.predictor == "lifter" or lifter_path else None
         self.label = label or method  # the ``method`` column: e.g. ``cliff-no-bbox`` for an ablation
         self.checkpoint_id = checkpoint_id
         self.vposer = None
@@ -130,7 +133,7 @@ class Predictor:
         if ok.any():
             sub = {k: v[ok] for k, v in batch.items()}
             mb = to_model_batch(sub, self.device)
-            if self.method == "lifter":
+            if self.predictor == "lifter":
                 dec = self._lift(mb)
             else:
                 with torch.inference_mode(), autocast(self.cfg, self.device):
@@ -138,7 +141,7 @@ class Predictor:
                 with torch.inference_mode():
                     dec = decode({k: v.float() for k, v in pred.items()}, mb, self.body, convention=TRAIN_CONVENTION)
                 dec["crop_cam"] = pred["crop_cam"]
-            if self.method == "smplify":
+            if self.predictor == "smplify":
                 dec = self._fit({k: v.clone() for k, v in dec.items()}, {k: v.clone() for k, v in mb.items()})
             kp2d = dec["keypoints_2d"].float()
             conf = mb["keypoints_2d"][..., 2]
@@ -346,12 +349,9 @@ def run_inference(ctx: StepContext, step: str) -> dict:
     cfg = ctx.cfg
     if step == "predict-prior":
         weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.prior, "prior"
-    elif cfg.method == "lifter":  # the lifter alone
-        weights, out_of, method = ctx.result("train-lifter")["lifter"], ctx.layout.pseudo_gt, "lifter"
-    elif cfg.method in ("prior", "smplify"):  # no finetune: the pretrained network (+ fitting for smplify)
-        weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.pseudo_gt, cfg.method
-    else:
-        weights, out_of, method = ctx.result("finetune")["weights"], ctx.layout.pseudo_gt, cfg.method
+    else:  # the step the method predicts with (annotator.methods): finetune, pretrain or train-lifter
+        source = ctx.result(METHODS[cfg.method].reinfer_from)
+        weights, out_of, method = source.get("weights") or source["lifter"], ctx.layout.pseudo_gt, cfg.method
     manifest = ctx.result("manifest")["datasets"]
     shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
     vposer = ctx.result("train-prior")["vposer"] if method == "smplify" and "train-prior" in ctx.cfg.steps else None

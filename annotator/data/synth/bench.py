@@ -23,7 +23,7 @@ def raster_only(model, frames: int = 16, seed: int = 0) -> dict[str, float]:
     """Rasterise ``frames`` single-person wild scenes at :data:`RASTER_FRAME`; ms per frame."""
     from annotator.data.synth import pipeline as gen
     from annotator.data.synth import scene
-    from annotator.data.synth.raster import rasterize
+    from annotator.render.raster import rasterize
 
     assets = gen.build_assets(model)
     spec = scene.DOMAINS["wild"]

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from annotator import storage
 from annotator.data.synth.pipeline import GT_FILE, IMAGES_DIR, SUMMARY_FILE, annotation_path
-from annotator.data.synth.writers import COCO17_SKELETON
+from annotator.body.joints import COCO17_SKELETON
 
 VISIBLE = (40, 220, 40)
 OCCLUDED = (230, 30, 30)

@@ -40,7 +40,7 @@ from annotator import storage
 from annotator.body.joints import COCO17_NAMES, COCO17_OKS_SIGMAS, SMPL_JOINT_NAMES, select_keypoints
 from annotator.config import BodyModelConfig, DatasetConfig, SynthConfig
 from annotator.data.synth import scene, writers
-from annotator.data.synth.raster import vertex_normals
+from annotator.render.raster import vertex_normals
 
 CHUNK_IMAGES = 16
 """Images planned and posed together (one body-model forward per chunk)."""

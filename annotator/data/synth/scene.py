@@ -33,7 +33,7 @@ from scipy.stats import truncnorm
 
 from annotator.data.synth import background as bg
 from annotator.data.synth.poses import LAB_ARCHETYPES, LAB_SPREAD, WILD_ARCHETYPES, sample_poses
-from annotator.data.synth.raster import Fragments, barycentrics, lambert_shade, rasterize
+from annotator.render.raster import Fragments, barycentrics, lambert_shade, rasterize
 from annotator.geometry import perspective_projection
 
 Tensor = torch.Tensor

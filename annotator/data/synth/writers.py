@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from annotator import storage
+from annotator.body.joints import COCO17_SKELETON
 
 JPEG_QUALITY = 92
 JPEG_SUBSAMPLING = 2
@@ -33,11 +34,6 @@ COORD_DECIMALS = 2
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 """The fixed member timestamp of the npz zip (the earliest a zip can store)."""
 
-COCO17_SKELETON = [
-    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9],
-    [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
-]
-"""COCO's person skeleton (1-based keypoint indices), as in the official annotation files."""
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:

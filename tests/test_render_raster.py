@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from annotator.data.synth.raster import barycentrics, lambert_shade, rasterize, vertex_normals
+from annotator.render.raster import barycentrics, lambert_shade, rasterize, vertex_normals
 
 
 def _quad(x0, y0, x1, y1, z):

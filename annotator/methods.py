@@ -1,0 +1,85 @@
+"""The one place that says what each annotation method runs.
+
+A :class:`Method` names the pipeline steps the method does without, the steps whose time is
+its annotation time, which step's output the ``reinfer`` step predicts with, and what the
+predictor does per batch. The job driver (:func:`annotator.run.plan_steps`), the reports'
+annotation time, the config's method label and the inference step all read it from here;
+a new method is one entry.
+
+=========== ===============================================================================
+``cliff``   pretrain -> predict-prior -> finetune (prior regularisation) -> reinfer
+``prior``   the pretrained network's predictions (CLIFF's "no finetune" ablation)
+``smplify`` SMPLify per instance from the pretrained network / mean pose / lifter (``smplify.init``)
+``lifter``  the 2D-keypoint lifter alone (no image network)
+=========== ===============================================================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    skips: tuple[str, ...]
+    """Pipeline steps this method never runs."""
+    annotation_steps: tuple[str, ...]
+    """Steps whose wall time counts as the method's annotation time (those not run count 0)."""
+    reinfer_from: Literal["finetune", "pretrain", "train-lifter"]
+    """The step whose weights ``reinfer`` predicts with."""
+    predictor: Literal["network", "smplify", "lifter"]
+    """Per batch: the network's predictions, SMPLify fits to the 2D keypoints, or the lifter's pose."""
+    description: str
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("cliff", (), ("train-prior", "train-lifter", "pretrain", "predict-prior", "finetune", "reinfer"),
+           "finetune", "network", "the CLIFF annotator: finetune with prior regularisation, then reinfer"),
+    Method("prior", ("train-prior", "finetune"), ("train-lifter", "pretrain", "reinfer"), "pretrain", "network",
+           "the pretrained network's predictions (CLIFF's no-finetune ablation)"),
+    Method("smplify", ("finetune",), ("train-prior", "train-lifter", "pretrain", "reinfer"), "pretrain", "smplify",
+           "SPIN-style SMPLify per instance (the VPoser prior is trained; no finetune)"),
+    Method("lifter", ("train-prior", "pretrain", "predict-prior", "finetune"), ("train-lifter", "reinfer"),
+           "train-lifter", "lifter", "the 2D-keypoint lifter alone: no image network"),
+)}
+METHOD_NAMES = tuple(METHODS)
+
+
+def uses_lifter(cfg) -> bool:
+    """Whether the job needs the ``train-lifter`` step's lifter."""
+    return bool(cfg.lifter.enabled or cfg.method == "lifter"
+                or (cfg.method == "smplify" and cfg.smplify.init == "lifter"))
+
+
+def plan_steps(cfg, steps: tuple[str, ...]) -> list[str]:
+    """The job's steps (``cfg.steps`` in pipeline order ``steps``) that its method runs."""
+    method = METHODS[cfg.method]
+    out = [s for s in steps if s in cfg.steps and s not in method.skips]
+    if not uses_lifter(cfg):
+        out = [s for s in out if s != "train-lifter"]
+    if not cfg.datasets_with_role("eval3d"):  # the indirect error needs a held-out 3D set
+        out = [s for s in out if s not in ("train-estimator", "evaluate")]
+    return out
+
+
+def label(cfg) -> str:
+    """The name reports give the job's annotator: the method plus its ablations, e.g. ``cliff``,
+    ``cliff-no-bbox`` (HMR-style crop-only input), ``cliff-crop-loss`` (crop-frame reprojection
+    loss in the step that makes the annotations), ``cliff-no-prior-reg``, ``smplify-lifter-init``."""
+    if cfg.method == "lifter":  # no image network, no ablation applies
+        return "lifter"
+    out = cfg.method
+    if cfg.method == "smplify" and cfg.smplify.init == "lifter":
+        out += "-lifter-init"
+    if not cfg.network.use_bbox_info:
+        out += "-no-bbox"
+    annotating = cfg.finetune if METHODS[cfg.method].reinfer_from == "finetune" else cfg.pretrain
+    if annotating.reprojection == "crop":
+        out += "-crop-loss"
+    if cfg.method == "cliff" and not cfg.finetune.use_prior_reg:
+        out += "-no-prior-reg"
+    return out
+
+
+__all__ = ["Method", "METHODS", "METHOD_NAMES", "plan_steps", "label", "uses_lifter"]
