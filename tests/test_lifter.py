@@ -93,6 +93,7 @@ def test_training_learns_the_lifting_of_held_out_views(body_model):
 
 
 def test_training_is_reproducible(body_model):
+    """Also: a run of fewer steps than the warm-up needs (5) works."""
     poses = torch.tensor(sample_poses(np.random.default_rng(2), 200).body_pose, dtype=torch.float32)
     a, _ = train_lifter(body_model, "coco17", poses, steps=5, batch_size=16, lr=1e-3, seed=4, keypoint_weight=1.0)
     b, _ = train_lifter(body_model, "coco17", poses, steps=5, batch_size=16, lr=1e-3, seed=4, keypoint_weight=1.0)

@@ -51,6 +51,11 @@ TRUNCATION_KEEP = (0.4, 0.9)
 VIEW_FOCAL = 1000.0
 """Focal of the synthetic views in px (the inputs are focal-normalised, so any value)."""
 KEYPOINT_CHUNK = 4096
+WARMUP_SHARE = 0.05
+"""Share of the steps the one-cycle learning rate rises over ..."""
+MIN_WARMUP_STEPS = 2
+"""... and at least this many (torch's one-cycle schedule divides by the warm-up length)."""
+MIN_SCHEDULE_STEPS = 4
 
 
 @dataclass
@@ -135,7 +140,9 @@ def train_lifter(body, convention: str, body_poses: Tensor, steps: int, batch_si
         torch.manual_seed(seed)
         net = Lifter(kp3d.shape[1])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.05)
+    total = max(steps, MIN_SCHEDULE_STEPS)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
+                                                pct_start=max(WARMUP_SHARE, MIN_WARMUP_STEPS / total))
     history: dict[str, list[float]] = {"step": [], "loss": [], "rotation": [], "keypoints": []}
     sums = {"loss": 0.0, "rotation": 0.0, "keypoints": 0.0}
     count, t0 = 0, time.monotonic()
