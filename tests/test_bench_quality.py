@@ -81,6 +81,7 @@ def test_summary_uses_common_instances_and_checks_the_orderings(tmp_path):
 def test_bench_quality_runs_two_methods_on_a_tiny_world(tmp_path):
     """The real bench path (run_job per variant on a local Ray, shared pretrain), tiny."""
     s = quality.QualitySettings(seed=1, lab_images=16, wild3d_train_images=4, mocap_poses=50, wild_images=5,
+                                lifter_poses=200, lifter_steps=20,
                                 wild3d_images=3, crop_size=32,
                                 pretrain_epochs=1, finetune_epochs=1, estimator_epochs=1,
                                 methods=("cliff", "prior"), work_dir=str(tmp_path), ray_cpus=2)
