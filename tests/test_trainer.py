@@ -119,3 +119,31 @@ def test_trainer_epoch_learns_and_a_zero_weight_step_adds_no_gradient(body_model
     assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
     m = monitor_3d(t, rows, truth)
     assert m["rows"] == len(rows) and np.isfinite(m["pa_mpjpe"]) and 0 <= m["orient_median_deg"] <= 180
+
+
+def test_a_mixed_batch_is_one_forward_pass_with_the_gradient_of_the_joined_batch(body_model, single_thread):
+    """A finetune batch is target rows + aux3d rows. Batch norm must see them together, as its
+    running statistics do at inference: the step's gradient equals the gradient of one batch of
+    all rows, and the network runs once per step."""
+    import copy
+
+    from annotator.model import CliffNet
+
+    torch.manual_seed(0)
+    rows, _ = _rows(body_model)
+    net = CliffNet(NetworkConfig(), 32)
+    tcfg = TrainConfig(epochs=1, batch_size=8, lr=1e-4, lr_schedule="constant", grad_clip=1e9)
+    cpu = torch.device("cpu")
+    grads = []
+    for parts in ([rows.take(torch.arange(0, 5), cpu), rows.take(torch.arange(5, 8), cpu)],
+                  [rows.take(torch.arange(0, 8), cpu)]):
+        n = copy.deepcopy(net)
+        bn = next(m for m in n.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        seen = []
+        bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+        torch.manual_seed(1)  # the same dropout masks
+        Trainer(n, body_model, tcfg, StepSettings("pretrain", 32), cpu, total_steps=1).step(parts)
+        assert seen == [8]
+        grads.append(torch.cat([p.grad.flatten() for p in n.parameters() if p.grad is not None]))
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)

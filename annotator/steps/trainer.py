@@ -132,20 +132,35 @@ class Trainer:
                                                self.tcfg.lr_schedule)
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
-        n_rows = sum(p["img"].shape[0] for p in parts)
+        batches = [self.crops(raw, train=True) for raw in parts]
+        sizes = [b["img"].shape[0] for b in batches]
+        n_rows = sum(sizes)
+        # One forward pass over the whole mixed batch: batch norm sees the parts together,
+        # as its running statistics (used at inference) will. A forward per part normalised
+        # target rows with target-only statistics in training and with the mixed running
+        # statistics afterwards (measured: the finetune then made the network worse on both
+        # the target and the held-out aux3d slice; README "finetune").
+        inputs = [net_inputs(b) for b in batches]
+        if any(set(i) != set(inputs[0]) for i in inputs):
+            raise KeyError(f"Trainer.step: the parts of a mixed batch carry different network inputs "
+                           f"{[sorted(i) for i in inputs]}")
+        with self.autocast():
+            pred_all = self.net(**{k: torch.cat([i[k] for i in inputs]) for k in inputs[0]})
+        loss_total = 0.0
         terms_acc: dict[str, float] = {}
-        for raw in parts:
-            b = self.crops(raw, train=True)
-            with self.autocast():
-                pred = self.net(**net_inputs(b))
+        start = 0
+        for b, n in zip(batches, sizes):
+            pred = {k: v[start:start + n] for k, v in pred_all.items()}
+            start += n
             dec = decode(pred, b, self.body, convention=TRAIN_CONVENTION, reprojection=self.s.reprojection)
             loss, terms = compute_losses(pred, dec, b, self.tcfg.loss, mode=self.s.mode,
                                          reprojection=self.s.reprojection, vposer=self.vposer,
                                          use_prior_reg=self.s.use_prior_reg)
-            w = b["img"].shape[0] / n_rows
-            self.scaler.scale(loss * (w * weight)).backward()
+            w = n / n_rows
+            loss_total = loss_total + loss * w
             for k, v in terms.items():
                 terms_acc[k] = terms_acc.get(k, 0.0) + float(v) * w
+        self.scaler.scale(loss_total * weight).backward()
         self.scaler.unscale_(self.opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.tcfg.grad_clip)
         if torch.isfinite(grad_norm):  # a non-finite gradient (a degenerate camera) skips the step
