@@ -242,7 +242,8 @@ def test_total_is_weighted_sum_and_modes_select_terms(body_model):
     total, terms = compute_losses(grad_pred, decode(grad_pred, data, body_model), ft, weights, "finetune", vposer=vposer)
     expected_prior = pose_prior_loss(vposer, decoded["body_pose"][1:])[0]
     assert terms["pose_prior"].item() == pytest.approx(expected_prior.item(), rel=1e-5)
-    only_prior = LossWeights(keypoints_2d=0, joints_3d=0, smpl_pose=0, smpl_betas=0, prior_reg=0, shape_l2=0)
+    only_prior = LossWeights(keypoints_2d=0, joints_3d=0, smpl_pose=0, smpl_betas=0, prior_reg=0, shape_l2=0,
+                             pose_prior=1e-2)
     prior_total, _ = compute_losses(grad_pred, decode(grad_pred, data, body_model), ft, only_prior, "finetune", vposer=vposer)
     terms_grad = torch.autograd.grad(prior_total, rotmat)[0]
     assert torch.count_nonzero(terms_grad[0]) == 0 and torch.count_nonzero(terms_grad[1, 1:]) > 0

@@ -219,7 +219,9 @@ def monitor_3d(trainer: Trainer, rows: TrainRows, truth: dict[str, torch.Tensor]
     from annotator.body.joints import get_convention, select_keypoints
     from annotator.evaluation.metrics import mpjpe, orientation_error_deg, pa_mpjpe
 
-    net, body = trainer.net, trainer.body
+    # The bare module: only rank 0 monitors, and a DDP-wrapped forward is a collective
+    # (it broadcasts the batch-norm buffers) that the other ranks never join.
+    net, body = getattr(trainer.net, "module", trainer.net), trainer.body
     net.eval()
     root = list(get_convention("coco17").root)
     errs = {"mpjpe": [], "pa_mpjpe": [], "orient": []}
