@@ -6,7 +6,8 @@ copies ``SRC/seed-SEED/base`` (an ``annotator bench quality --work-dir SRC`` run
 the same job up to predict-prior) to ``DST``, applies the ``key.path -> value`` overrides to the
 bench's ``cliff`` job and runs finetune -> reinfer -> report (steps before are reused from their
 state records; no indirect estimator). Prints the `wild` rows (final = cliff, prior) against
-``baseline-mean-pose`` and the finetune's learning curve. The README's finetune table comes from it.
+``baseline-mean-pose`` and the finetune's learning curve. The README's finetune table comes from it
+(rows and overrides there).
 """
 import logging, sys, time, os, json, shutil
 import ray

@@ -138,8 +138,8 @@ class Trainer:
         # One forward pass over the whole mixed batch: batch norm sees the parts together,
         # as its running statistics (used at inference) will. A forward per part normalised
         # target rows with target-only statistics in training and with the mixed running
-        # statistics afterwards (measured: the finetune then made the network worse on both
-        # the target and the held-out aux3d slice; README "finetune").
+        # statistics afterwards (a correctness fix: on the bench its effect was inside noise,
+        # README "finetune").
         inputs = [net_inputs(b) for b in batches]
         if any(set(i) != set(inputs[0]) for i in inputs):
             raise KeyError(f"Trainer.step: the parts of a mixed batch carry different network inputs "
