@@ -180,6 +180,45 @@ def test_training_worker_killed_after_a_checkpoint_resumes_from_it(prepared, ray
     assert_one_row_per_manifest_row(run)
 
 
+def test_one_of_two_training_workers_killed_resumes_with_two_workers(prepared, ray_address):
+    """``ray.num_workers: 2`` (gloo on CPU): rank 1's process is killed once the first epoch
+    checkpoint is stored; the retried worker group has two workers again, resumes from that
+    checkpoint, keeps the ranks in sync and deals every target row to exactly one rank."""
+    job, run = prepared
+    epochs = 3
+    pool, fut = start_job(job, [f"steps=[{', '.join(PREFIX_STEPS)}, finetune, reinfer]",
+                                f"finetune.epochs={epochs}", "finetune.checkpoint_every_epochs=1",
+                                "finetune.aux3d_fraction=0", "ray.num_workers=2", "ray.cpus_per_worker=1"],
+                          force=["finetune", "reinfer"])
+    try:
+        workers = wait_for("two live training workers",
+                           lambda: (w := alive_actors(ray_address, lambda c: c == "RayTrainWorker")) and len(w) == 2 and w,
+                           fut, POLL_RAY_S)
+        ckpt_dir = run / "checkpoints" / "finetune"
+        wait_for("the first finetune checkpoint", lambda: stored_checkpoint_epoch(ckpt_dir) is not None, fut)
+        victim = workers[1]
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at_epoch = stored_checkpoint_epoch(ckpt_dir)
+        assert killed_at_epoch < epochs - 1, "the kill must land before the last epoch's checkpoint"
+        summary = fut.result(timeout=WAIT_FOR_JOB_S)
+    finally:
+        pool.shutdown(wait=True)
+
+    killed = {a.actor_id: a for a in actors_named(ray_address, lambda c: c == "RayTrainWorker")}[victim.actor_id]
+    assert killed.state == "DEAD" and killed.pid == victim.pid
+    out = summary["finetune"]["outputs"]
+    assert out["metrics"]["start_epoch"] >= killed_at_epoch + 1 > 0, (out["metrics"], killed_at_epoch)
+    assert out["metrics"]["epoch"] == epochs - 1
+    rows = len(read_rows(run / "manifest" / "wild"))
+    points = {p["epoch"]: p for p in out["curve"]}
+    assert sorted(points) == list(range(epochs))  # the curve of the first attempt travelled in its checkpoint
+    for epoch, point in points.items():  # two ranks in every epoch, before and after the kill
+        assert point["ranks"]["rows"] == point["ranks"]["seen"] == point["ranks"]["unique"] == rows, point
+        assert point["ranks"]["param_max_abs_diff"] == 0.0, point
+    assert summary["reinfer"]["status"] == "ran"
+    assert_one_row_per_manifest_row(run)
+
+
 # --------------------------------------------------------------------------- reinfer
 def committed_since(out_dir: Path, t: float) -> set[str]:
     """Output shards committed (atomically renamed into place) after wall time ``t``."""

@@ -94,9 +94,12 @@ def train_loop(loop_cfg: dict) -> None:
 
     for epoch in range(start_epoch, tcfg.epochs):
         t0 = time.monotonic()
-        metrics = trainer.epoch(main, epoch_order(len(main), tcfg.seed, epoch, rank, world), spe, aux_iter, n_aux)
+        order = epoch_order(len(main), tcfg.seed, epoch, rank, world)
+        metrics = trainer.epoch(main, order, spe, aux_iter, n_aux)
         train_s = time.monotonic() - t0
         point = {"epoch": epoch, "steps": trainer.step_count, "loss": metrics.get("loss")}
+        if world > 1:
+            point["ranks"] = ranks_check(trainer.net, main.sample_id[order.numpy()], len(main), rank)
         if rank == 0:
             for name, (rows, truth) in monitors.items():
                 if len(rows):  # a tiny set may hold no held-out row
@@ -118,6 +121,24 @@ def train_loop(loop_cfg: dict) -> None:
                     ray.train.report(metrics)
         else:
             ray.train.report(metrics)
+
+
+def ranks_check(net, seen: np.ndarray, rows: int, rank: int) -> dict | None:
+    """After an epoch of a several-worker step, what the ranks did together (every rank calls
+    it; rank 0 gets the answer, the others None): the main rows trained on across the ranks
+    (``seen``: this rank's ``sample_id``s; each row exactly once means ``seen == unique ==
+    rows``) and the largest difference between the ranks' parameters (0 when DDP keeps them
+    in sync). One gather of the ids and of one float64 sum per parameter tensor."""
+    import torch.distributed as dist
+
+    params = torch.stack([p.detach().double().sum() for p in net.parameters()]).cpu()
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (list(map(str, seen)), params))
+    if rank != 0:
+        return None
+    ids = [i for part, _ in gathered for i in part]
+    diff = max(float((p - gathered[0][1]).abs().max()) for _, p in gathered)
+    return {"rows": rows, "seen": len(ids), "unique": len(set(ids)), "param_max_abs_diff": diff}
 
 
 def load_rows(spec: dict, cfg, body, with_truth: bool = False):
