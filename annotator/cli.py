@@ -23,9 +23,10 @@ COMMAND_MODULES = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="annotator", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job file (same as python -m annotator.run)")
-    run.add_argument("job")
-    run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    # every argument goes to python -m annotator.run's own parser (--set, --force, --help): one definition
+    run = sub.add_parser("run", help="run a job file (same as python -m annotator.run; see its --help)",
+                         add_help=False, prefix_chars="\0")  # no options of its own: all pass through
+    run.add_argument("args", nargs=argparse.REMAINDER)
     run.set_defaults(func=_run_job)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
@@ -35,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_job(args: argparse.Namespace) -> int:
     from annotator.run import main as run_main
 
-    argv = [args.job] + [x for s in args.set for x in ("--set", s)]
-    return run_main(argv)
+    return run_main(args.args)
 
 
 def main(argv: list[str] | None = None) -> int:
