@@ -12,49 +12,77 @@ aligned, mm) after swapping in true parameters:
 * ``true orient.``: its body pose and shape with the *true* global orientation, i.e. the
   error left in its articulated pose and shape;
 * ``only its orient.``: the true pose and shape under *its* global orientation, i.e. what its
-  orientation error alone costs.
+  orientation error alone costs;
+* ``mean orient. error``: the mean rotation vector (degrees) of ``R_pred R_true^T`` in the
+  camera frame (x right, y down, z forward): a systematic tilt shows as a non-zero mean.
 
-Prints a markdown table (the README's quality section has it).
+Prints a markdown table (the README's quality section has it). :func:`load_run` is shared
+with ``benchmarks/refit_pseudo_gt.py``.
 """
 from __future__ import annotations
 
-import glob
 import json
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import roma
+import torch
 
-from annotator.body.model import load_body_model
+from annotator.body.model import BodyModel, load_body_model
 from annotator.config import BodyModelConfig
-from annotator.evaluation.reports import direct_errors, ground_truth
+from annotator.evaluation.reports import direct_errors, ground_truth, read_parquet_dir, stack_column
 
 SWAPS = (("as is", ()), ("true orient.", ("global_orient",)), ("only its orient.", ("body_pose", "betas")))
 
 
-def main(work_dir: str, seed: int, methods: list[str]) -> None:
+@dataclass
+class BenchRun:
+    root: str
+    """``WORK_DIR/seed-SEED``."""
+    manifest: dict
+    """The ``manifest`` step's outputs (body model path, datasets)."""
+    body: BodyModel
+    truth: pd.DataFrame
+    """`wild`'s hidden SMPL truth by ``sample_id``."""
+
+    def pseudo_gt(self, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``method``'s `wild` pseudo-GT and the truth of the same instances, same order."""
+        pred = read_parquet_dir(f"{self.root}/results/{method}/pseudo_gt/wild")
+        if pred.empty:
+            raise SystemExit(f"no pseudo-GT under {self.root}/results/{method}/pseudo_gt/wild/")
+        pred = pred.set_index("sample_id")
+        ids = pred.index.intersection(self.truth.index)
+        return pred.loc[ids], self.truth.loc[ids]
+
+
+def load_run(work_dir: str, seed: int) -> BenchRun:
     root = f"{work_dir}/seed-{seed}"
     manifest = json.load(open(f"{root}/base/state/manifest.json"))["outputs"]
     body = load_body_model(BodyModelConfig(kind="smpl", path=manifest["body_model_path"]))
-    truth = ground_truth("wild", manifest["datasets"]["wild"])
-    print("| method | 2D px | PA-MPJPE | " + " | ".join(f"MPJPE {name}" for name, _ in SWAPS) + " |")
-    print("|---|---|---|" + "---|" * len(SWAPS))
+    return BenchRun(root, manifest, body, ground_truth("wild", manifest["datasets"]["wild"]))
+
+
+def main(work_dir: str, seed: int, methods: list[str]) -> None:
+    run = load_run(work_dir, seed)
+    print("| method | 2D px | PA-MPJPE | " + " | ".join(f"MPJPE {name}" for name, _ in SWAPS)
+          + " | mean orient. error x / y / z deg |")
+    print("|---|---|---|" + "---|" * len(SWAPS) + "---|")
     for method in methods:
-        files = sorted(glob.glob(f"{root}/results/{method}/pseudo_gt/wild/*.parquet"))
-        if not files:
-            raise SystemExit(f"error_decomposition: no pseudo-GT under {root}/results/{method}/pseudo_gt/wild/")
-        pred = pd.concat([pd.read_parquet(f) for f in files]).set_index("sample_id")
-        ids = pred.index.intersection(truth.index)
-        pred, gt = pred.loc[ids], truth.loc[ids]
+        pred, gt = run.pseudo_gt(method)
         cells, pa = [], None
         for _, swap in SWAPS:
             mixed = pred.copy()
             for key in swap:
                 mixed[key] = gt[key].values
-            err = direct_errors(mixed, gt, body)
+            err = direct_errors(mixed, gt, run.body)
             cells.append(f"{err.mpjpe.mean():.1f}")
             pa = pa if pa is not None else err.pa_mpjpe.mean()  # Procrustes removes the orientation
-        print(f"| {method} | {np.nanmean(pred.err2d_px):.1f} | {pa:.1f} | " + " | ".join(cells) + " |")
+        rot = [roma.rotvec_to_rotmat(torch.from_numpy(stack_column(df["global_orient"], 3)).double()) for df in (pred, gt)]
+        tilt = np.degrees(roma.rotmat_to_rotvec(rot[0] @ rot[1].transpose(1, 2)).mean(0).numpy())
+        print(f"| {method} | {np.nanmean(pred.err2d_px):.1f} | {pa:.1f} | " + " | ".join(cells)
+              + " | " + " / ".join(f"{v:+.1f}" for v in tilt) + " |")
 
 
 if __name__ == "__main__":

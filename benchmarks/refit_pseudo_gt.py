@@ -10,54 +10,38 @@ full fit. Started from ``prior`` it reproduces the bench's ``smplify`` row.
 """
 from __future__ import annotations
 
-import glob
 import json
 import sys
 
 import numpy as np
-import pandas as pd
 import torch
 
-from annotator.body.model import load_body_model
+from error_decomposition import load_run  # benchmarks/, beside this script
+
 from annotator.body.prior import load_vposer
-from annotator.config import BodyModelConfig, SmplifyConfig
-from annotator.evaluation.reports import direct_errors, ground_truth
+from annotator.config import SmplifyConfig
+from annotator.evaluation.reports import direct_errors, read_parquet_dir, stack_column
 from annotator.fitting.smplify import smplify
 
-PARAMS = ("global_orient", "body_pose", "betas", "transl")
-
-
-def stacked(series: pd.Series) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.asarray(x, np.float32) for x in series]))
-
-
-def read_dir(path: str) -> pd.DataFrame:
-    files = sorted(glob.glob(f"{path}/*.parquet"))
-    if not files:
-        raise SystemExit(f"refit_pseudo_gt: no Parquet under {path}")
-    return pd.concat([pd.read_parquet(f) for f in files]).set_index("sample_id")
+PARAMS = (("global_orient", 3), ("body_pose", 69), ("betas", 10), ("transl", 3))
 
 
 def main(work_dir: str, seed: int, method: str) -> None:
-    base = f"{work_dir}/seed-{seed}/base"
-    manifest = json.load(open(f"{base}/state/manifest.json"))["outputs"]
-    body = load_body_model(BodyModelConfig(kind="smpl", path=manifest["body_model_path"]))
-    vposer = load_vposer(json.load(open(f"{base}/state/train-prior.json"))["outputs"]["vposer"]).eval()
-    truth = ground_truth("wild", manifest["datasets"]["wild"])
-    rows = read_dir(f"{base}/manifest/wild")
-    pred = read_dir(f"{work_dir}/seed-{seed}/results/{method}/pseudo_gt/wild")
-    ids = pred.index.intersection(truth.index)
-    pred, gt, rows = pred.loc[ids], truth.loc[ids], rows.loc[ids]
-    kps = stacked(rows.keypoints_2d).reshape(len(ids), -1, 3)
+    run = load_run(work_dir, seed)
+    vposer = load_vposer(json.load(open(f"{run.root}/base/state/train-prior.json"))["outputs"]["vposer"]).eval()
+    pred, gt = run.pseudo_gt(method)
+    rows = read_parquet_dir(f"{run.root}/base/manifest/wild").set_index("sample_id").loc[pred.index]
+    kps = torch.from_numpy(stack_column(rows.keypoints_2d)).reshape(len(rows), -1, 3)
     kps[..., 2] = (kps[..., 2] > 0).float()
-    focal, pp = stacked(pred.focal_length), stacked(pred.principal_point)
-    init = {k: stacked(pred[k]) for k in PARAMS}
+    focal = torch.from_numpy(pred.focal_length.to_numpy(np.float32))
+    pp = torch.from_numpy(stack_column(pred.principal_point, 2))
+    init = {k: torch.from_numpy(stack_column(pred[k], w)) for k, w in PARAMS}
     for name, cfg in (("camera stage only", SmplifyConfig(body_iters=0)), ("full fit", SmplifyConfig())):
-        fit = smplify(body, kps, rows.keypoint_convention.iloc[0], focal, pp, init, cfg, vposer=vposer)
+        fit = smplify(run.body, kps, rows.keypoint_convention.iloc[0], focal, pp, init, cfg, vposer=vposer)
         out = pred.copy()
         for k, v in fit.params().items():
             out[k] = list(v.detach().numpy())
-        err = direct_errors(out, gt, body)
+        err = direct_errors(out, gt, run.body)
         print(f"{method} + SMPLify, {name}: 2D {float(fit.err2d_px.mean()):.1f} px, MPJPE {err.mpjpe.mean():.1f}, "
               f"PA-MPJPE {err.pa_mpjpe.mean():.1f}, orientation median {np.median(err.orient_err_deg):.1f} deg")
 

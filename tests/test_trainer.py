@@ -10,8 +10,8 @@ from annotator.config import CropConfig, NetworkConfig, TrainConfig
 from annotator.data import crop_cache
 from annotator.data.images import load_crops
 from annotator.data.manifest import columns_to_table, write_manifest
-from annotator.steps.trainer import (StepSettings, Trainer, TrainRows, epoch_order, lr_factor, monitor_3d,
-                                     steps_per_epoch)
+from annotator.steps.trainer import (StepSettings, Trainer, TrainRows, cycle_batches, epoch_order, lr_factor,
+                                     monitor_3d, steps_per_epoch)
 
 
 def _manifest(tmp_path, n=10, seed=0):
@@ -147,3 +147,25 @@ def test_a_mixed_batch_is_one_forward_pass_with_the_gradient_of_the_joined_batch
         grads.append(torch.cat([p.grad.flatten() for p in n.parameters() if p.grad is not None]))
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_the_rows_trained_across_ranks_are_every_row_once(body_model, single_thread):
+    """What the several-worker check gathers (``Trainer.trained_rows``): over the ranks of one
+    epoch, every main row is trained on exactly once; a rank's zero-weight padding step (it ran
+    out of rows one step early) adds none. Finetune-style batches (main + aux rows)."""
+    from annotator.model import CliffNet
+
+    torch.manual_seed(0)
+    rows, _ = _rows(body_model, n=13)  # rank 0: 7 rows in 4 steps (2, 2, 2, 1); rank 1: 6, then a padding step
+    world, batch, n_aux = 2, 4, 2
+    tcfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-4, lr_schedule="constant")
+    trained = []
+    for rank in range(world):
+        t = Trainer(CliffNet(NetworkConfig(), 32), body_model, tcfg, StepSettings("pretrain", 32),
+                    torch.device("cpu"), total_steps=10)
+        aux = cycle_batches(rows, n_aux, 0, torch.device("cpu"), rank, world)
+        t.epoch(rows, epoch_order(len(rows), 0, 0, rank, world), steps_per_epoch(len(rows), batch - n_aux, world),
+                aux, n_aux)
+        trained.append(t.trained_rows)
+    assert [len(r) for r in trained] == [7, 6]
+    assert sorted(torch.cat(trained).tolist()) == list(range(len(rows)))

@@ -94,12 +94,11 @@ def train_loop(loop_cfg: dict) -> None:
 
     for epoch in range(start_epoch, tcfg.epochs):
         t0 = time.monotonic()
-        order = epoch_order(len(main), tcfg.seed, epoch, rank, world)
-        metrics = trainer.epoch(main, order, spe, aux_iter, n_aux)
+        metrics = trainer.epoch(main, epoch_order(len(main), tcfg.seed, epoch, rank, world), spe, aux_iter, n_aux)
         train_s = time.monotonic() - t0
         point = {"epoch": epoch, "steps": trainer.step_count, "loss": metrics.get("loss")}
         if world > 1:
-            point["ranks"] = ranks_check(trainer.net, main.sample_id[order.numpy()], len(main), rank)
+            point["ranks"] = ranks_check(trainer.net, trainer.trained_rows, len(main), rank)
         if rank == 0:
             for name, (rows, truth) in monitors.items():
                 if len(rows):  # a tiny set may hold no held-out row
@@ -123,22 +122,23 @@ def train_loop(loop_cfg: dict) -> None:
             ray.train.report(metrics)
 
 
-def ranks_check(net, seen: np.ndarray, rows: int, rank: int) -> dict | None:
+def ranks_check(net, trained: torch.Tensor, rows: int, rank: int) -> dict | None:
     """After an epoch of a several-worker step, what the ranks did together (every rank calls
     it; rank 0 gets the answer, the others None): the main rows trained on across the ranks
-    (``seen``: this rank's ``sample_id``s; each row exactly once means ``seen == unique ==
-    rows``) and the largest difference between the ranks' parameters (0 when DDP keeps them
-    in sync). One gather of the ids and of one float64 sum per parameter tensor."""
+    (``trained``: this rank's row indices, the same rows on every rank; each row exactly once
+    means ``seen == unique == rows``) and the largest difference between the ranks' parameters
+    (0 when DDP keeps them in sync). One gather of the indices and of one float64 sum per
+    parameter tensor."""
     import torch.distributed as dist
 
     params = torch.stack([p.detach().double().sum() for p in net.parameters()]).cpu()
     gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (list(map(str, seen)), params))
+    dist.all_gather_object(gathered, (trained.cpu().numpy(), params))
     if rank != 0:
         return None
-    ids = [i for part, _ in gathered for i in part]
+    ids = np.concatenate([part for part, _ in gathered])
     diff = max(float((p - gathered[0][1]).abs().max()) for _, p in gathered)
-    return {"rows": rows, "seen": len(ids), "unique": len(set(ids)), "param_max_abs_diff": diff}
+    return {"rows": rows, "seen": int(len(ids)), "unique": int(len(np.unique(ids))), "param_max_abs_diff": diff}
 
 
 def load_rows(spec: dict, cfg, body, with_truth: bool = False):

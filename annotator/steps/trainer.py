@@ -101,6 +101,7 @@ class Trainer:
         self.autocast = autocast or (lambda: torch.autocast(device_type=device.type, enabled=False))
         self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
         self.gen = torch.Generator().manual_seed(seed)
+        self.trained_rows = torch.zeros(0, dtype=torch.long)  # main-row indices of the last epoch's steps
 
     def state_dict(self) -> dict:
         return {"optimizer": self.opt.state_dict(), "step_count": self.step_count,
@@ -174,10 +175,12 @@ class Trainer:
     def epoch(self, main: TrainRows, order: torch.Tensor, steps: int, aux: Iterator | None = None,
               n_aux: int = 0) -> dict[str, float]:
         """One pass over ``main`` rows in ``order`` (this rank's), ``steps`` optimiser steps,
-        each with ``n_aux`` rows from the ``aux`` batch iterator mixed in."""
+        each with ``n_aux`` rows from the ``aux`` batch iterator mixed in. ``trained_rows``: the
+        ``main`` indices the epoch's learning steps used (the several-worker check reads it)."""
         n_main = max(1, self.tcfg.batch_size - n_aux)
         sums: dict[str, float] = {}
         count = 0
+        trained: list[torch.Tensor] = []
         t0 = time.monotonic()
         for i in range(steps):
             idx = order[i * n_main:(i + 1) * n_main]
@@ -188,6 +191,8 @@ class Trainer:
             if aux is not None and n_aux:
                 parts.append(next(aux))
             terms = self.step(parts, weight)
+            if weight:
+                trained.append(idx)
             rows = sum(p["img"].shape[0] for p in parts) if weight else 0
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v * rows
@@ -195,6 +200,7 @@ class Trainer:
         out = {("loss" if k == "total" else k): v / max(count, 1) for k, v in sums.items()}
         out.update(samples=count, samples_per_s=count / max(time.monotonic() - t0, 1e-9),
                    lr=self.opt.param_groups[0]["lr"], skipped_steps=self.skipped_steps)
+        self.trained_rows = torch.cat(trained) if trained else order[:0]
         return out
 
 
