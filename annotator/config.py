@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,7 +19,7 @@ from annotator.methods import METHOD_NAMES
 
 STEPS = (
     "manifest",
-    "train-prior",
+    "train-pose-prior",
     "train-lifter",
     "pretrain",
     "predict-prior",
@@ -29,6 +29,8 @@ STEPS = (
     "evaluate",
     "report",
 )
+#: Renamed steps; an old name in a job file (or ``--force``) is an error that names the new one.
+RENAMED_STEPS = {"train-prior": "train-pose-prior"}
 
 
 def default_cache_dir() -> str:
@@ -173,6 +175,8 @@ class NetworkConfig(Strict):
 
 
 class LossWeights(Strict):
+    """Weights of the fully supervised losses (pretrain, train-estimator, and the aux3d rows of a finetune)."""
+
     smpl_pose: float = 1.0
     """SMPL pose (rotation matrix) loss (SPIN/CLIFF: 1.0)."""
     smpl_betas: float = 0.001
@@ -181,15 +185,20 @@ class LossWeights(Strict):
     """Root-aligned 3D joint loss (SPIN/CLIFF: 5.0)."""
     keypoints_2d: float = 5.0
     """Confidence-weighted 2D reprojection loss (SPIN/CLIFF: 5.0)."""
+    camera_scale: float = 10.0
+    """Hinge on the crop camera scale below 0.1: a collapsed camera (s <= 0) gets its gradient back."""
+
+
+class FinetuneLossWeights(LossWeights):
+    """The finetune's weights: the supervised ones plus the target rows' regularisers."""
+
     prior_reg: float = 1.0
-    """Regularisation towards the stored prior predictions (finetune)."""
+    """Regularisation towards the stored prior predictions."""
     pose_prior: float = 0.0
-    """VPoser latent L2 on the target rows of a finetune (three-recipes paper: 1e-2). Off by default: at 1e-2 it
+    """VPoser latent L2 on the target rows (three-recipes paper: 1e-2). Off by default: at 1e-2 it
     raised the bench's `wild` PA-MPJPE from 105.3 to 116.8 mm (seed 1, README "finetune"), pulling poses to VPoser's mean."""
     shape_l2: float = 1e-2
     """L2 on betas of target rows (three-recipes paper: 1e-2)."""
-    camera_scale: float = 10.0
-    """Hinge on the crop camera scale below 0.1: a collapsed camera (s <= 0) gets its gradient back."""
 
 
 class AugmentConfig(Strict):
@@ -213,9 +222,15 @@ class AugmentConfig(Strict):
     """Share of the crops with one grey rectangle (10-40% of the side) over them."""
 
 
-class TrainConfig(Strict):
+class TrainBase(Strict):
+    """What every training step (pretrain, finetune, train-estimator) reads; each step's own class
+    below adds only the fields that step reads, so its fingerprint covers nothing it ignores."""
+
+    #: Which losses :func:`annotator.model.losses.compute_losses` computes for the step.
+    loss_mode: ClassVar[str] = "pretrain"
+
     epochs: int = Field(1, ge=1)
-    """Passes over the main data (pretrain: aux3d; finetune: target)."""
+    """Passes over the step's main rows (pretrain: aux3d; finetune: target; estimator: the targets' pseudo-GT)."""
     batch_size: int = Field(32, ge=1)
     """Per-worker batch size."""
     lr: float = Field(1e-4, gt=0)
@@ -226,10 +241,6 @@ class TrainConfig(Strict):
     """Loss weights, keys below."""
     reprojection: Literal["full", "crop"] = "full"
     """``full``: CLIFF full-frame reprojection loss (Eq. 9); ``crop``: HMR crop loss (ablation)."""
-    aux3d_fraction: float = Field(0.5, ge=0, le=1)
-    """Finetune only: share of each batch drawn from aux3d data (NeuralAnnot: half)."""
-    use_prior_reg: bool = True
-    """Finetune only: False gives the ``cliff-no-prior-reg`` ablation."""
     checkpoint_every_epochs: int = Field(1, ge=1)
     """Report a checkpoint every N epochs (and at the end)."""
     grad_clip: float = Field(5.0, gt=0)
@@ -242,15 +253,45 @@ class TrainConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
     """Training augmentation of the crops (keys below)."""
     heldout_fraction: float = Field(0.0, ge=0, lt=1)
-    """pretrain/estimator: share of the aux3d rows (by a hash of ``sample_id``) kept out of training to
-    draw the learning curve (3D error after every epoch)."""
+    """Share of the aux3d rows (by a hash of ``sample_id``) this step keeps out of training, to draw
+    the learning curve (3D error after every epoch)."""
     monitor_rows: int = Field(256, ge=0)
     """Rows of each learning-curve set (held-out aux3d; target rows with 3D truth) scored after every epoch."""
 
 
+class PretrainConfig(TrainBase):
+    """``pretrain``: full supervision on the aux3d rows."""
+
+
+class MixedBatches(TrainBase):
+    aux3d_fraction: float = Field(0.5, ge=0, le=1)
+    """Share of each batch drawn from aux3d rows (NeuralAnnot: half)."""
+
+
+class FinetuneConfig(MixedBatches):
+    """``finetune``: the target's 2D keypoints, regularised by the prior predictions, mixed with aux3d rows."""
+
+    loss_mode: ClassVar[str] = "finetune"
+
+    loss: FinetuneLossWeights = FinetuneLossWeights()
+    """Loss weights, keys below."""
+    use_prior_reg: bool = True
+    """False gives the ``cliff-no-prior-reg`` ablation."""
+
+
+class EstimatorConfig(MixedBatches):
+    """``train-estimator``: full supervision on the targets' pseudo-GT mixed with aux3d rows."""
+
+
+#: The training config class under each job key, and the step that reads it.
+TRAINING_SECTIONS: dict[str, type[TrainBase]] = {
+    "pretrain": PretrainConfig, "finetune": FinetuneConfig, "estimator": EstimatorConfig}
+TRAINING_STEPS = {"pretrain": "pretrain", "finetune": "finetune", "estimator": "train-estimator"}
+
+
 class PoseSpaceConfig(Strict):
     checkpoint: str | None = None
-    """Official VPoser v2 (V02_05) checkpoint path; if set, ``train-prior`` loads it instead of training."""
+    """Official VPoser v2 (V02_05) checkpoint path; if set, ``train-pose-prior`` loads it instead of training."""
     epochs: int = Field(20, ge=1)
     """VPoser training epochs over the aux3d body poses."""
     batch_size: int = Field(256, ge=1)
@@ -354,16 +395,25 @@ class JobConfig(Strict):
     crop: CropConfig = CropConfig()
     network: NetworkConfig = NetworkConfig()
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
-    """Steps to run (always in pipeline order): manifest, train-prior, train-lifter (with
+    """Steps to run (always in pipeline order): manifest, train-pose-prior, train-lifter (with
     ``lifter.enabled``), pretrain, predict-prior,
     finetune, reinfer, train-estimator, evaluate, report (the last three but one need an ``eval3d``
     dataset and are skipped without one)."""
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _renamed_steps(cls, v: Any) -> Any:
+        old = [s for s in v if s in RENAMED_STEPS] if isinstance(v, list) else []
+        if old:
+            raise ValueError("; ".join(f"step {s!r} is now called {RENAMED_STEPS[s]!r}" for s in old))
+        return v
+
     pose_prior: PoseSpaceConfig = PoseSpaceConfig()
     lifter: LifterConfig = LifterConfig()
     smplify: SmplifyConfig = SmplifyConfig()
-    pretrain: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
-    finetune: TrainConfig = TrainConfig(epochs=3, lr=5e-5)
-    estimator: TrainConfig = TrainConfig(epochs=5, lr=1e-4)
+    pretrain: PretrainConfig = PretrainConfig(epochs=5, lr=1e-4)
+    finetune: FinetuneConfig = FinetuneConfig(epochs=3, lr=5e-5)
+    estimator: EstimatorConfig = EstimatorConfig(epochs=5, lr=1e-4)
     """Indirect error (NeuralAnnot): an estimator of the same architecture trained from scratch on
     ``aux3d`` + the targets' pseudo-GT (full supervision; ``aux3d_fraction`` of each batch from
     aux3d), then tested on the ``eval3d`` sets. An epoch is one pass over the pseudo-GT rows."""
@@ -465,13 +515,36 @@ def _list_item(node: list, part: str, path: list[str]) -> Any:
     return node[_list_index(node, part, path)]
 
 
+def _unread_key_message(loc: tuple) -> str | None:
+    """For a key of a training section that another training step reads (e.g. ``pretrain.aux3d_fraction``,
+    ``pretrain.loss.prior_reg``): say which steps read it."""
+    if len(loc) < 2 or loc[0] not in TRAINING_SECTIONS:
+        return None
+    readers = []
+    for section, cls in TRAINING_SECTIONS.items():
+        model: Any = cls
+        for part in loc[1:-1]:
+            field = model.model_fields.get(part)
+            model = field.annotation if field is not None else None
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                break
+        else:
+            if loc[-1] in model.model_fields:
+                readers.append(section)
+    if not readers:
+        return None
+    steps = [TRAINING_STEPS[r] for r in readers]
+    return (f"step {TRAINING_STEPS[loc[0]]} does not read this key "
+            f"(only {', '.join(steps)} {'does' if len(steps) == 1 else 'do'})")
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid job configuration"]
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = _unread_key_message(e["loc"]) or "unknown key"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 

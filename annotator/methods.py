@@ -34,13 +34,13 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("cliff", (), ("train-prior", "train-lifter", "pretrain", "predict-prior", "finetune", "reinfer"),
+    Method("cliff", (), ("train-pose-prior", "train-lifter", "pretrain", "predict-prior", "finetune", "reinfer"),
            "finetune", "network", "the CLIFF annotator: finetune with prior regularisation, then reinfer"),
-    Method("prior", ("train-prior", "finetune"), ("train-lifter", "pretrain", "reinfer"), "pretrain", "network",
+    Method("prior", ("train-pose-prior", "finetune"), ("train-lifter", "pretrain", "reinfer"), "pretrain", "network",
            "the pretrained network's predictions (CLIFF's no-finetune ablation)"),
-    Method("smplify", ("finetune",), ("train-prior", "train-lifter", "pretrain", "reinfer"), "pretrain", "smplify",
+    Method("smplify", ("finetune",), ("train-pose-prior", "train-lifter", "pretrain", "reinfer"), "pretrain", "smplify",
            "SPIN-style SMPLify per instance (the VPoser prior is trained; no finetune)"),
-    Method("lifter", ("train-prior", "pretrain", "predict-prior", "finetune"), ("train-lifter", "reinfer"),
+    Method("lifter", ("train-pose-prior", "pretrain", "predict-prior", "finetune"), ("train-lifter", "reinfer"),
            "train-lifter", "lifter", "the 2D-keypoint lifter alone: no image network"),
 )}
 METHOD_NAMES = tuple(METHODS)

@@ -17,7 +17,7 @@ from typing import Callable
 
 from annotator import storage
 from annotator import methods
-from annotator.config import MAX_PIXELS_ENV, STEPS, ConfigError, JobConfig, load_job
+from annotator.config import MAX_PIXELS_ENV, RENAMED_STEPS, STEPS, ConfigError, JobConfig, load_job
 from annotator.steps.base import (RunLayout, StepContext, fingerprint, new_output_token, read_state, read_state_record,
                                   setup_logging, write_pending, write_state)
 
@@ -27,11 +27,11 @@ log = logging.getLogger("annotator")
 def _step_functions() -> dict[str, Callable[[StepContext], dict]]:
     from annotator.steps.estimator import run_evaluate, run_train_estimator
     from annotator.steps.infer import run_predict_prior, run_reinfer
-    from annotator.steps.prepare import run_manifest, run_train_lifter, run_train_prior
+    from annotator.steps.prepare import run_manifest, run_train_lifter, run_train_pose_prior
     from annotator.steps.report import run_report
     from annotator.steps.train import run_finetune, run_pretrain
 
-    return {"manifest": run_manifest, "train-prior": run_train_prior,
+    return {"manifest": run_manifest, "train-pose-prior": run_train_pose_prior,
             "train-lifter": run_train_lifter, "pretrain": run_pretrain,
             "predict-prior": run_predict_prior, "finetune": run_finetune, "reinfer": run_reinfer,
             "train-estimator": run_train_estimator, "evaluate": run_evaluate, "report": run_report}
@@ -43,7 +43,7 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
     return {
         "manifest": {"datasets": d["datasets"], "manifest": d["manifest"],
                      "body_model": {k: d["body_model"][k] for k in ("kind", "path", "num_betas")}},
-        "train-prior": d["pose_prior"],
+        "train-pose-prior": d["pose_prior"],
         "train-lifter": {"lifter": d["lifter"], "manifest": d["manifest"]},
         "pretrain": {"network": d["network"], "crop": d["crop"], "train": d["pretrain"]},
         "predict-prior": {},
@@ -277,7 +277,7 @@ def check_inputs(cfg: JobConfig, steps: list[str]) -> list[str]:
             check(f"datasets[{d.name}].images", d.images, folder=True)
         if cfg.body_model.path:
             check("body_model.path", cfg.body_model.path)
-    if "train-prior" in steps and cfg.pose_prior.checkpoint:
+    if "train-pose-prior" in steps and cfg.pose_prior.checkpoint:
         check("pose_prior.checkpoint", cfg.pose_prior.checkpoint)
     if "train-lifter" in steps and cfg.lifter.checkpoint:
         check("lifter.checkpoint", cfg.lifter.checkpoint)
@@ -295,10 +295,14 @@ def check_inputs(cfg: JobConfig, steps: list[str]) -> list[str]:
     return problems
 
 
+#: Width of the step column of the summary table (the longest step name).
+STEP_COLUMN = max(len(s) for s in STEPS)
+
+
 def format_summary(cfg: JobConfig, summary: dict) -> str:
-    lines = [f"run {cfg.name}: {storage.redact(cfg.run_root)}", f"{'step':<14} {'status':<16} {'seconds':>8}  result"]
+    lines = [f"run {cfg.name}: {storage.redact(cfg.run_root)}", f"{'step':<{STEP_COLUMN}} {'status':<16} {'seconds':>8}  result"]
     for step, s in summary.items():
-        lines.append(f"{step:<14} {s['status']:<16} {s['seconds']:>8.1f}  {_headline(step, s['outputs'])}")
+        lines.append(f"{step:<{STEP_COLUMN}} {s['status']:<16} {s['seconds']:>8.1f}  {_headline(step, s['outputs'])}")
     return "\n".join(lines)
 
 
@@ -311,7 +315,7 @@ def _headline(step: str, out: dict) -> str:
     if step in ("pretrain", "finetune", "train-estimator"):
         m = out.get("metrics", {})
         return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}"
-    if step == "train-prior":
+    if step == "train-pose-prior":
         return f"vposer {'trained' if out.get('trained') else 'loaded'}"
     if step == "train-lifter":
         return f"lifter {'trained on ' + str(out.get('poses')) + ' poses' if out.get('trained') else 'loaded'}"
@@ -320,12 +324,21 @@ def _headline(step: str, out: dict) -> str:
     return ""
 
 
+def _step_name(name: str) -> str:
+    """``--force``'s argument: a step name (an old one is refused, naming the new)."""
+    if name in RENAMED_STEPS:
+        raise argparse.ArgumentTypeError(f"step {name!r} is now called {RENAMED_STEPS[name]!r}")
+    if name not in STEPS:
+        raise argparse.ArgumentTypeError(f"unknown step {name!r} (steps: {', '.join(STEPS)})")
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m annotator.run", description=__doc__.splitlines()[0])
     parser.add_argument("job", help="job YAML file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a setting, e.g. --set finetune.epochs=2 --set storage.root=s3://b/p")
-    parser.add_argument("--force", action="append", default=[], choices=list(STEPS),
+    parser.add_argument("--force", action="append", default=[], type=_step_name, metavar="STEP",
                         help="re-run this step (and the ones after it) even if complete")
     args = parser.parse_args(argv)
     setup_logging()

@@ -263,13 +263,13 @@ class Check:
 
     # ---------------------------------------------------------------- sections
     def section_train(self, budget: float) -> dict:
-        from annotator.config import LossWeights
+        from annotator.config import FinetuneLossWeights
         from annotator.data.batching import TRAIN_CONVENTION
         from annotator.model.losses import compute_losses
         from annotator.model.outputs import decode
 
         body = self.body()
-        weights = LossWeights()
+        weights = FinetuneLossWeights()
         out: dict = {"backbone": self.s.backbone, "crop_size": self.s.crop_size,
                      "amp": str(self.autocast().fast_dtype) if self.device.type == "cuda" else "off",
                      "channels_last": self.device.type == "cuda", "optimizer": "Adam", "by_batch": {}}

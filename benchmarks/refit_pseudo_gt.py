@@ -28,7 +28,7 @@ PARAMS = (("global_orient", 3), ("body_pose", 69), ("betas", 10), ("transl", 3))
 
 def main(work_dir: str, seed: int, method: str) -> None:
     run = load_run(work_dir, seed)
-    vposer = load_vposer(json.load(open(f"{run.root}/base/state/train-prior.json"))["outputs"]["vposer"]).eval()
+    vposer = load_vposer(json.load(open(f"{run.root}/base/state/train-pose-prior.json"))["outputs"]["vposer"]).eval()
     pred, gt = run.pseudo_gt(method)
     rows = read_parquet_dir(f"{run.root}/base/manifest/wild").set_index("sample_id").loc[pred.index]
     kps = torch.from_numpy(stack_column(rows.keypoints_2d)).reshape(len(rows), -1, 3)

@@ -17,6 +17,42 @@ def test_unknown_key_is_named():
     assert "job.yaml" in str(e.value)
 
 
+def test_a_training_key_another_step_reads_is_named_with_its_readers():
+    cases = {("pretrain", "aux3d_fraction"): "step pretrain does not read this key (only finetune, train-estimator do)",
+             ("estimator", "use_prior_reg"): "step train-estimator does not read this key (only finetune does)"}
+    for (section, key), message in cases.items():
+        with pytest.raises(ConfigError) as e:
+            parse_job(dict(MINIMAL, **{section: {key: 0.5 if key == "aux3d_fraction" else False}}), "old.yaml")
+        assert f"{section}.{key}: {message}" in str(e.value) and "old.yaml" in str(e.value)
+    with pytest.raises(ConfigError, match=r"pretrain\.loss\.prior_reg: step pretrain does not read this key "
+                                          r"\(only finetune does\)"):
+        parse_job(dict(MINIMAL, pretrain={"loss": {"prior_reg": 2.0}}))
+    parse_job(dict(MINIMAL, finetune={"aux3d_fraction": 0.25, "loss": {"prior_reg": 2.0}}))  # finetune reads both
+
+
+def test_each_training_step_fingerprints_only_what_it_reads():
+    from annotator.run import step_payloads
+
+    base = step_payloads(parse_job(MINIMAL))
+    changed = step_payloads(parse_job(dict(MINIMAL, finetune={"use_prior_reg": False, "loss": {"shape_l2": 0.5}})))
+    assert changed["pretrain"] == base["pretrain"] and changed["train-estimator"] == base["train-estimator"]
+    assert changed["finetune"] != base["finetune"]
+    assert "aux3d_fraction" not in base["pretrain"]["train"] and "prior_reg" not in base["pretrain"]["train"]["loss"]
+    assert "use_prior_reg" not in base["train-estimator"]["train"] and "aux3d_fraction" in base["train-estimator"]["train"]
+
+
+def test_renamed_step_names_its_new_name(tmp_path, capsys):
+    from annotator.run import main
+
+    with pytest.raises(ConfigError, match="step 'train-prior' is now called 'train-pose-prior'"):
+        parse_job(dict(MINIMAL, steps=["manifest", "train-prior", "pretrain"]))
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\ndatasets: []\n")
+    with pytest.raises(SystemExit):
+        main([str(job), "--force", "train-prior"])
+    assert "step 'train-prior' is now called 'train-pose-prior'" in capsys.readouterr().err
+
+
 def test_bad_value_is_named():
     with pytest.raises(ConfigError) as e:
         parse_job(dict(MINIMAL, finetune={"lr": -1}), "j")

@@ -35,7 +35,7 @@ def test_two_workers_share_the_rows_and_train_with_the_lifter(tmp_path, ray_four
     job = write_job(tmp_path, str(tmp_path / "runs"),
                     lifter={"enabled": True, "mocap_poses": 200, "steps": 20, "batch_size": 32, "num_cpus": 1},
                     ray={"num_workers": 2, "cpus_per_worker": 1, "inference_batch_size": 8},
-                    steps=["manifest", "train-prior", "train-lifter", "pretrain", "predict-prior", "finetune", "reinfer"])
+                    steps=["manifest", "train-pose-prior", "train-lifter", "pretrain", "predict-prior", "finetune", "reinfer"])
     summary = run_job(load_job(job))
     assert all(s["status"] == "ran" for s in summary.values()), summary
     run = tmp_path / "runs" / "tiny"

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 # decode tasks (1 each) and Ray Train's / Ray Data's coordinator actors must fit at once.
 RAY_CPUS = 4
 # Steps every test shares: run once by the module fixture, skipped (same fingerprint) after.
-PREFIX_STEPS = ["manifest", "train-prior", "pretrain", "predict-prior"]
+PREFIX_STEPS = ["manifest", "train-pose-prior", "pretrain", "predict-prior"]
 # aux3d ("lab") images: one pretrain batch (the attacked steps use the "wild" target data only;
 # finetune runs without aux3d mixing) - a third of the tiny job's, to keep the set-up short.
 LAB_IMAGES = 8

@@ -171,7 +171,7 @@ def test_train_lifter_step_is_planned_only_when_enabled():
                                        "images": "imgs"}]}
     assert "train-lifter" not in plan_steps(JobConfig.model_validate(base))
     steps = plan_steps(JobConfig.model_validate({**base, "lifter": {"enabled": True}}))
-    assert steps.index("train-prior") < steps.index("train-lifter") < steps.index("pretrain")
+    assert steps.index("train-pose-prior") < steps.index("train-lifter") < steps.index("pretrain")
 
 
 def test_a_lifter_does_not_change_the_input_check_of_weights(tmp_path):

@@ -28,9 +28,9 @@ def test_every_method_is_consistent(name):
 
 
 def test_plans():
-    assert plan_steps(_cfg()) == ["manifest", "train-prior", "pretrain", "predict-prior", "finetune", "reinfer",
+    assert plan_steps(_cfg()) == ["manifest", "train-pose-prior", "pretrain", "predict-prior", "finetune", "reinfer",
                                   "train-estimator", "evaluate", "report"]
-    assert plan_steps(_cfg(lifter={"enabled": True}))[1:3] == ["train-prior", "train-lifter"]
+    assert plan_steps(_cfg(lifter={"enabled": True}))[1:3] == ["train-pose-prior", "train-lifter"]
     assert plan_steps(_cfg(method="lifter")) == ["manifest", "train-lifter", "reinfer", "train-estimator", "evaluate",
                                                  "report"]
     assert "train-lifter" in plan_steps(_cfg(method="smplify", smplify={"init": "lifter"}))

@@ -98,7 +98,7 @@ def test_job_with_coco_mpii_and_spin_npz_targets(tmp_path, real_fixtures, ray_lo
          "images": str(real_fixtures / "coco")},
     ]
     job = write_job(tmp_path, str(tmp_path / "runs"), datasets=datasets,
-                    steps=["manifest", "train-prior", "pretrain", "predict-prior", "finetune", "reinfer"])
+                    steps=["manifest", "train-pose-prior", "pretrain", "predict-prior", "finetune", "reinfer"])
     summary = run_job(load_job(job))
     assert all(s["status"] == "ran" for s in summary.values()), summary
     run = tmp_path / "runs" / "tiny"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from annotator.body.prior import VPoser, pose_prior_loss
-from annotator.config import LossWeights, NetworkConfig
+from annotator.config import FinetuneLossWeights, LossWeights, NetworkConfig
 from annotator.geometry.crop import crop_affine, invert_affine
 from annotator.geometry.rotations import axis_angle_to_matrix
 from annotator.model.cliff import CliffNet
@@ -206,7 +206,8 @@ def test_total_is_weighted_sum_and_modes_select_terms(body_model):
     data, truth = _supervised_batch(body_model)
     pred = _known_prediction(2, seed=7)  # a different person: every term is non-zero
     decoded = decode(pred, data, body_model)
-    weights = LossWeights(keypoints_2d=2.0, joints_3d=3.0, smpl_pose=0.5, smpl_betas=0.25, prior_reg=4.0, shape_l2=0.1)
+    weights = FinetuneLossWeights(keypoints_2d=2.0, joints_3d=3.0, smpl_pose=0.5, smpl_betas=0.25, prior_reg=4.0,
+                                  shape_l2=0.1)
     total, terms = compute_losses(pred, decoded, data, weights, "pretrain")
     expected = 2.0 * terms["keypoints_2d"] + 3.0 * terms["joints_3d"] + 0.5 * terms["smpl_pose"] + 0.25 * terms["smpl_betas"]
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -242,14 +243,16 @@ def test_total_is_weighted_sum_and_modes_select_terms(body_model):
     total, terms = compute_losses(grad_pred, decode(grad_pred, data, body_model), ft, weights, "finetune", vposer=vposer)
     expected_prior = pose_prior_loss(vposer, decoded["body_pose"][1:])[0]
     assert terms["pose_prior"].item() == pytest.approx(expected_prior.item(), rel=1e-5)
-    only_prior = LossWeights(keypoints_2d=0, joints_3d=0, smpl_pose=0, smpl_betas=0, prior_reg=0, shape_l2=0,
-                             pose_prior=1e-2)
+    only_prior = FinetuneLossWeights(keypoints_2d=0, joints_3d=0, smpl_pose=0, smpl_betas=0, prior_reg=0, shape_l2=0,
+                                     pose_prior=1e-2)
     prior_total, _ = compute_losses(grad_pred, decode(grad_pred, data, body_model), ft, only_prior, "finetune", vposer=vposer)
     terms_grad = torch.autograd.grad(prior_total, rotmat)[0]
     assert torch.count_nonzero(terms_grad[0]) == 0 and torch.count_nonzero(terms_grad[1, 1:]) > 0
 
     with pytest.raises(ValueError, match="mode"):
         compute_losses(pred, decoded, data, weights, "train")
+    with pytest.raises(TypeError, match="FinetuneLossWeights"):  # pretrain's weights carry no prior terms
+        compute_losses(pred, decoded, ft, LossWeights(), "finetune")
     with pytest.raises(ValueError, match="reprojection"):
         compute_losses(pred, decoded, data, weights, "pretrain", "crop-ish")
 

@@ -106,7 +106,7 @@ def test_tiny_job_end_to_end(tiny_run, body_model):
     np.testing.assert_allclose(np.stack(final.joint_err3d_mm).mean(axis=1), final.mpjpe, rtol=1e-4)
     # annotation time: the cliff steps' wall seconds from the state records
     at = report["annotation_time"]
-    assert set(at["steps"]) == {"train-prior", "pretrain", "predict-prior", "finetune", "reinfer"}
+    assert set(at["steps"]) == {"train-pose-prior", "pretrain", "predict-prior", "finetune", "reinfer"}
     assert at["seconds"] == pytest.approx(sum(summary[s]["seconds"] for s in at["steps"]), abs=0.1)
     assert at["instances"] == len(manifest)
 
@@ -195,7 +195,7 @@ def test_method_smplify_fits_closer_in_2d_than_the_prior(tiny_run):
 
     job, run, _ = tiny_run
     summary = run_job(load_job(job, ["method=smplify", "smplify.camera_iters=10", "smplify.body_iters=40",
-                                     "steps=[manifest, train-prior, pretrain, predict-prior, reinfer, report]"]))
+                                     "steps=[manifest, train-pose-prior, pretrain, predict-prior, reinfer, report]"]))
     assert summary["reinfer"]["status"] == "ran" and "finetune" not in summary
     manifest = read_dir(run / "manifest" / "wild")
     pgt = read_dir(run / "pseudo_gt" / "wild")

@@ -23,7 +23,7 @@ def test_tiny_job_on_s3_storage(tmp_path, s3_bucket, s3_server, body_model):
     # the endpoint comes from the job config; credentials from the AWS environment chain
     job["storage"] = {"root": f"{s3_bucket}/annotator", "endpoint_url": s3_server, "region": "us-east-1"}
     job["datasets"][1]["synth"]["num_images"] = 4
-    job["steps"] = ["manifest", "train-prior", "pretrain", "predict-prior", "finetune", "reinfer"]
+    job["steps"] = ["manifest", "train-pose-prior", "pretrain", "predict-prior", "finetune", "reinfer"]
     cfg = parse_job(job).with_absolute_paths()
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # after the server: workers inherit AWS_*
     try:

@@ -50,7 +50,7 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         _wait_for_dashboard(f"http://127.0.0.1:{dash}", token, head)
-        job = write_job(tmp_path, str(tmp_path / "runs"), steps=["manifest", "train-prior", "pretrain", "predict-prior"])
+        job = write_job(tmp_path, str(tmp_path / "runs"), steps=["manifest", "train-pose-prior", "pretrain", "predict-prior"])
         proc = subprocess.run(
             [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
              "--", sys.executable, "-m", "annotator.run", str(job)],

@@ -76,10 +76,10 @@ def test_ground_truth_from_manifest_smpl_columns(tmp_path):
 
 
 def test_annotation_time_sums_the_methods_steps():
-    seconds = {"manifest": 9.0, "train-prior": 1.0, "pretrain": 100.0, "predict-prior": 10.0, "finetune": 50.0,
+    seconds = {"manifest": 9.0, "train-pose-prior": 1.0, "pretrain": 100.0, "predict-prior": 10.0, "finetune": 50.0,
                "reinfer": 20.0, "report": 3.0}
     cliff = reports.annotation_time(parse_job(_job()), seconds, instances=362)
-    assert cliff["seconds"] == 181.0 and set(cliff["steps"]) == {"train-prior", "pretrain", "predict-prior",
+    assert cliff["seconds"] == 181.0 and set(cliff["steps"]) == {"train-pose-prior", "pretrain", "predict-prior",
                                                                  "finetune", "reinfer"}
     assert cliff["instances_per_s"] == pytest.approx(2.0, abs=1e-3) and cliff["method"] == "cliff"
     prior = reports.annotation_time(parse_job(_job(method="prior")), seconds, instances=360)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from annotator.config import CropConfig, NetworkConfig, TrainConfig
+from annotator.config import CropConfig, NetworkConfig, PretrainConfig
 from annotator.data import crop_cache
 from annotator.data.images import load_crops
 from annotator.data.manifest import columns_to_table, write_manifest
@@ -108,7 +108,7 @@ def test_trainer_epoch_learns_and_a_zero_weight_step_adds_no_gradient(body_model
     torch.manual_seed(0)
     rows, truth = _rows(body_model)
     net = CliffNet(NetworkConfig(), 32)
-    tcfg = TrainConfig(epochs=1, batch_size=8, lr=3e-4, lr_schedule="constant")
+    tcfg = PretrainConfig(epochs=1, batch_size=8, lr=3e-4, lr_schedule="constant")
     t = Trainer(net, body_model, tcfg, StepSettings("pretrain", 32), torch.device("cpu"), total_steps=20)
     losses = [t.epoch(rows, epoch_order(len(rows), 0, e), steps_per_epoch(len(rows), 8)) for e in range(10)]
     assert np.mean([m["loss"] for m in losses[-3:]]) < 0.8 * losses[0]["loss"]
@@ -132,7 +132,7 @@ def test_a_mixed_batch_is_one_forward_pass_with_the_gradient_of_the_joined_batch
     torch.manual_seed(0)
     rows, _ = _rows(body_model)
     net = CliffNet(NetworkConfig(), 32)
-    tcfg = TrainConfig(epochs=1, batch_size=8, lr=1e-4, lr_schedule="constant", grad_clip=1e9)
+    tcfg = PretrainConfig(epochs=1, batch_size=8, lr=1e-4, lr_schedule="constant", grad_clip=1e9)
     cpu = torch.device("cpu")
     grads = []
     for parts in ([rows.take(torch.arange(0, 5), cpu), rows.take(torch.arange(5, 8), cpu)],
@@ -158,7 +158,7 @@ def test_the_rows_trained_across_ranks_are_every_row_once(body_model, single_thr
     torch.manual_seed(0)
     rows, _ = _rows(body_model, n=13)  # rank 0: 7 rows in 4 steps (2, 2, 2, 1); rank 1: 6, then a padding step
     world, batch, n_aux = 2, 4, 2
-    tcfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-4, lr_schedule="constant")
+    tcfg = PretrainConfig(epochs=1, batch_size=batch, lr=1e-4, lr_schedule="constant")
     trained = []
     for rank in range(world):
         t = Trainer(CliffNet(NetworkConfig(), 32), body_model, tcfg, StepSettings("pretrain", 32),

@@ -1,13 +1,13 @@
 """Every training loss of the CLIFF annotator, in one place.
 
 Each term is a small function returning a scalar; :func:`compute_losses` combines them
-with the job's :class:`~annotator.config.LossWeights` for the ``pretrain`` and ``finetune``
-steps. Supervision that only some rows have is masked per row (``has_smpl``, ``has_3d``,
+with the step's weights (:class:`~annotator.config.LossWeights` for the fully supervised
+``pretrain`` and ``train-estimator``, :class:`~annotator.config.FinetuneLossWeights` for ``finetune``). Supervision that only some rows have is masked per row (``has_smpl``, ``has_3d``,
 ``has_prior``): a masked row contributes exactly nothing (value and gradient), and masked
 means divide by the number of valid rows (SPIN), so a term's scale does not depend on how
 many rows of a mixed batch carry it.
 
-Default weights (:class:`~annotator.config.LossWeights`) and their sources:
+Default weights and their sources:
 
 * CLIFF / SPIN: 2D keypoints 5.0, 3D joints 5.0, SMPL pose (rotation matrices) 1.0,
   SMPL betas 0.001;
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from annotator.body.joints import get_convention
 from annotator.body.prior import pose_prior_loss
-from annotator.config import LossWeights
+from annotator.config import FinetuneLossWeights, LossWeights
 from annotator.geometry.crop import apply_affine
 from annotator.geometry.rotations import axis_angle_to_matrix
 
@@ -216,7 +216,7 @@ def compute_losses(
     Args:
         pred: CliffNet output; decoded: :func:`annotator.model.outputs.decode` output.
         batch: the batch contract.
-        weights: loss weights of the step.
+        weights: loss weights of the step (``FinetuneLossWeights`` in finetune mode).
         mode: ``"pretrain"`` or ``"finetune"``.
         reprojection: ``"full"`` (CLIFF) or ``"crop"`` (HMR ablation).
         vposer: VPoser model for the latent pose prior, or None to skip it.
@@ -230,6 +230,8 @@ def compute_losses(
     """
     if mode not in MODES:
         raise ValueError(f"compute_losses: mode must be one of {MODES}, got {mode!r}")
+    if mode == "finetune" and not isinstance(weights, FinetuneLossWeights):
+        raise TypeError("compute_losses: a finetune needs FinetuneLossWeights (prior_reg, pose_prior, shape_l2)")
     _require(batch, ("keypoints_2d", "box_size"), "the 2D keypoint loss")
     if reprojection == "full":
         kp_term = keypoint_2d_full_loss(decoded, batch)

@@ -55,6 +55,10 @@ class RunLayout:
     def checkpoints(self, step: str = "") -> str:
         return storage.join(self.root, "checkpoints", step) if step else storage.join(self.root, "checkpoints")
 
+    def pose_prior(self) -> str:
+        """The VPoser pose prior of step ``train-pose-prior`` (``vposer.pt``)."""
+        return storage.join(self.root, "pose_prior")
+
     def crops(self, dataset: str) -> str:
         """The crop cache of a dataset (:mod:`annotator.data.crop_cache`)."""
         return storage.join(self.root, "crops", dataset)

@@ -354,7 +354,7 @@ def run_inference(ctx: StepContext, step: str) -> dict:
         weights, out_of, method = source.get("weights") or source["lifter"], ctx.layout.pseudo_gt, cfg.method
     manifest = ctx.result("manifest")["datasets"]
     shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
-    vposer = ctx.result("train-prior")["vposer"] if method == "smplify" and "train-prior" in ctx.cfg.steps else None
+    vposer = ctx.result("train-pose-prior")["vposer"] if method == "smplify" and "train-pose-prior" in ctx.cfg.steps else None
     label = cfg.method_label if step == "reinfer" else method
     lifter = ctx.result("train-lifter")["lifter"] if method == "smplify" and cfg.smplify.init == "lifter" else None
     return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer, label=label, lifter_path=lifter),

@@ -1,11 +1,11 @@
-"""Steps ``manifest``, ``train-prior`` and ``train-lifter``.
+"""Steps ``manifest``, ``train-pose-prior`` and ``train-lifter``.
 
 ``manifest``: makes the run's body model file (built once, copied into the run so every
 Ray worker on every node loads the same bytes), generates the synthetic datasets of the
 job (``format: synth``) in their real formats, and runs the dataset adapters into
 manifest shards + rejects - one Ray task per dataset.
 
-``train-prior``: fits the VPoser-v2-compatible pose prior to the SMPL body poses of the
+``train-pose-prior``: fits the VPoser-v2-compatible pose prior to the SMPL body poses of the
 ``aux3d`` manifests, or takes an official checkpoint given by ``pose_prior.checkpoint``.
 
 ``train-lifter`` (``lifter.enabled``): trains the 2D-keypoint lifter
@@ -102,7 +102,7 @@ def _collect_body_poses(shards: list[str]) -> np.ndarray:
     return np.concatenate(poses) if poses else np.zeros((0, 69), np.float32)
 
 
-def _train_prior_task(job_json: str, shards: list[str], out_path: str) -> dict:
+def _train_pose_prior_task(job_json: str, shards: list[str], out_path: str) -> dict:
     import torch
 
     from annotator.body.prior import save_vposer, train_vposer
@@ -118,7 +118,7 @@ def _train_prior_task(job_json: str, shards: list[str], out_path: str) -> dict:
         poses = np.concatenate([poses, np.asarray(sampled, np.float32).reshape(pc.mocap_poses, -1)[:, :69]])
         mocap = pc.mocap_poses
     if len(poses) == 0:
-        raise RuntimeError("train-prior: no SMPL body poses in the aux3d manifests "
+        raise RuntimeError("train-pose-prior: no SMPL body poses in the aux3d manifests "
                            "(give pose_prior.checkpoint, or an aux3d dataset with SMPL parameters)")
     model, history = train_vposer(torch.from_numpy(poses[:, :63]), epochs=pc.epochs, batch_size=pc.batch_size,
                                   lr=pc.lr, seed=0)
@@ -126,7 +126,7 @@ def _train_prior_task(job_json: str, shards: list[str], out_path: str) -> dict:
     return {"poses": int(len(poses)), "mocap_poses": mocap, "final_loss": float(history["loss"][-1]) if history.get("loss") else None}
 
 
-def run_train_prior(ctx: StepContext) -> dict:
+def run_train_pose_prior(ctx: StepContext) -> dict:
     import ray
 
     cfg = ctx.cfg
@@ -137,9 +137,9 @@ def run_train_prior(ctx: StepContext) -> dict:
         return {"vposer": cfg.pose_prior.checkpoint, "trained": False}
     manifest = ctx.result("manifest")["datasets"]
     shards = [s for d in ctx.datasets("aux3d") for s in manifest[d.name]["shards"]]
-    out_path = storage.join(ctx.layout.checkpoints("train-prior"), "vposer.pt")
-    info = ray.get(ray.remote(num_cpus=1)(_train_prior_task).remote(cfg.model_dump_json(), shards, out_path))
-    log.info("[train-prior] VPoser fitted to %d poses (%d of them synthetic mocap; final loss %s)", info["poses"],
+    out_path = storage.join(ctx.layout.pose_prior(), "vposer.pt")
+    info = ray.get(ray.remote(num_cpus=1)(_train_pose_prior_task).remote(cfg.model_dump_json(), shards, out_path))
+    log.info("[train-pose-prior] VPoser fitted to %d poses (%d of them synthetic mocap; final loss %s)", info["poses"],
              info["mocap_poses"], info["final_loss"])
     return {"vposer": out_path, "trained": True, **info}
 

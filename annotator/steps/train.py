@@ -23,11 +23,13 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from annotator import storage
+from annotator.config import MixedBatches
 from annotator.steps.base import StepContext
 
 log = logging.getLogger("annotator")
@@ -63,7 +65,7 @@ def train_loop(loop_cfg: dict) -> None:
 
         net.attach_lifter(load_lifter(loop_cfg["lifter_path"]).to(device))
     vposer = None
-    if step == "finetune" and loop_cfg.get("vposer_path") and tcfg.loss.pose_prior > 0:
+    if tcfg.loss_mode == "finetune" and loop_cfg.get("vposer_path") and tcfg.loss.pose_prior > 0:
         vposer = load_vposer(loop_cfg["vposer_path"]).to(device).eval()
         for p in vposer.parameters():
             p.requires_grad_(False)
@@ -71,15 +73,13 @@ def train_loop(loop_cfg: dict) -> None:
     roles = loop_cfg["roles"]
     main = load_rows(roles["main"], cfg, body)
     aux = load_rows(roles["aux"], cfg, body) if roles.get("aux") else None
-    n_aux = int(round(tcfg.batch_size * tcfg.aux3d_fraction)) if aux is not None and len(aux) else 0
+    n_aux = int(round(tcfg.batch_size * tcfg.aux3d_fraction)) if aux is not None and len(aux) else 0  # mixed steps only
     n_main = max(1, tcfg.batch_size - n_aux)
     spe = steps_per_epoch(len(main), n_main, world)
     monitors = {name: load_rows(spec, cfg, body, with_truth=True) for name, spec in roles.get("monitor", {}).items()} \
         if rank == 0 else {}
 
-    mode = "finetune" if step == "finetune" else "pretrain"  # the estimator is fully supervised
-    settings = StepSettings(mode=mode, crop_size=cfg.crop.size, augment=tcfg.augment,
-                            reprojection=tcfg.reprojection, use_prior_reg=tcfg.use_prior_reg)
+    settings = StepSettings.of(tcfg, cfg.crop.size)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     trainer = Trainer(net, body, tcfg, settings, device, total_steps=spe * tcfg.epochs, vposer=vposer,
                       autocast=lambda: autocast(cfg, device), scaler=scaler, seed=tcfg.seed * 1000 + rank)
@@ -230,9 +230,37 @@ def _newest_state(registered, ckpt_dir: str | None) -> dict | None:
     return state
 
 
+@dataclass(frozen=True)
+class TrainingStep:
+    """What distinguishes the training steps (their settings classes: :data:`annotator.config.TRAINING_SECTIONS`)."""
+
+    section: str
+    """Job key of the step's settings."""
+    main_role: str
+    """Dataset role whose rows an epoch passes over."""
+    attach: str | None = None
+    """Columns joined to the main rows: ``attach_prior`` (``prior/``) or ``attach_pseudo_gt`` (``pseudo_gt/``)."""
+    init_from: str | None = None
+    """Step whose weights it starts from; None: from scratch (backbone weights from ``network.weights``)."""
+
+
+TRAINING_STEPS: dict[str, TrainingStep] = {
+    "pretrain": TrainingStep("pretrain", "aux3d"),
+    "finetune": TrainingStep("finetune", "target", attach="attach_prior", init_from="pretrain"),
+    "train-estimator": TrainingStep("estimator", "target", attach="attach_pseudo_gt"),
+}
+
+
 def train_settings(cfg, step: str):
-    """The :class:`~annotator.config.TrainConfig` of a training step."""
-    return {"pretrain": cfg.pretrain, "finetune": cfg.finetune, "train-estimator": cfg.estimator}[step]
+    """The training config (:class:`~annotator.config.TrainBase` subclass) of a training step."""
+    return getattr(cfg, TRAINING_STEPS[step].section)
+
+
+def _attached_dirs(ctx: StepContext, attach: str | None, names: list[str]) -> dict:
+    if attach is None:
+        return {}
+    where = {"attach_prior": ctx.layout.prior, "attach_pseudo_gt": ctx.layout.pseudo_gt}[attach]
+    return {"attach": attach, "dirs": {n: where(n) for n in names}}
 
 
 def _only_ok(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -274,33 +302,24 @@ def _role_specs(ctx: StepContext, step: str) -> dict:
     rows mixed into every finetune batch, and the learning curve's ``monitor`` sets."""
     cfg = ctx.cfg
     manifest = ctx.result("manifest")
-    tcfg = train_settings(cfg, step)
+    tcfg, kind = train_settings(cfg, step), TRAINING_STEPS[step]
     aux_names = [d.name for d in ctx.datasets("aux3d")]
     target_names = [d.name for d in ctx.datasets("target")]
-    if step == "pretrain" and not aux_names:
-        raise RuntimeError("pretrain needs at least one dataset with role 'aux3d'")
-    if step == "train-estimator" and not target_names:
-        raise RuntimeError("train-estimator needs the pseudo-GT of at least one 'target' dataset")
+    main_names = aux_names if kind.main_role == "aux3d" else target_names
+    if not main_names:
+        raise RuntimeError(f"{step} needs at least one dataset with role {kind.main_role!r}"
+                           + (" (its pseudo-GT)" if kind.attach == "attach_pseudo_gt" else ""))
     cache = ensure_crop_cache(ctx, aux_names + target_names)
 
     def spec(names: list[str], **extra) -> dict:
         return {"manifest": [s for n in names for s in manifest["datasets"][n]["shards"]],
                 "cache": [c for n in names for c in cache[n]], **extra}
 
-    held = tcfg.heldout_fraction
-    roles: dict = {}
-    if step == "pretrain":
-        roles["main"] = spec(aux_names, heldout=held)
-    elif step == "finetune":
-        roles["main"] = spec(target_names, attach="attach_prior",
-                             dirs={n: ctx.layout.prior(n) for n in target_names})
-        if tcfg.aux3d_fraction > 0 and aux_names:
-            roles["aux"] = spec(aux_names)
-    else:  # the estimator: the targets' pseudo-GT, each batch mixed with aux3d rows as in finetune
-        roles["main"] = spec(target_names, attach="attach_pseudo_gt",
-                             dirs={n: ctx.layout.pseudo_gt(n) for n in target_names})
-        if tcfg.aux3d_fraction > 0 and aux_names:
-            roles["aux"] = spec(aux_names, heldout=held)
+    held = tcfg.heldout_fraction  # aux3d rows kept out of training, for the learning curve
+    roles: dict = {"main": spec(main_names, heldout=held if kind.main_role == "aux3d" else 0.0,
+                                **_attached_dirs(ctx, kind.attach, main_names))}
+    if isinstance(tcfg, MixedBatches) and tcfg.aux3d_fraction > 0 and aux_names:
+        roles["aux"] = spec(aux_names, heldout=held)  # mixed into every batch
     monitor = {}
     if aux_names and tcfg.heldout_fraction > 0:
         monitor["aux3d_heldout"] = spec(aux_names, heldout=tcfg.heldout_fraction, only_heldout=True,
@@ -345,13 +364,13 @@ def run_training(ctx: StepContext, step: str) -> dict:
     body_path = ctx.result("manifest")["body_model_path"]
     loop_cfg = {"job": cfg.model_dump_json(), "step": step, "body_model_path": body_path,
                 "roles": _role_specs(ctx, step)}
-    if step in ("pretrain", "train-estimator"):
-        loop_cfg["init_weights"] = None  # from scratch; backbone weights (if any) come from network.weights
-        if step == "pretrain" and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
-            loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
-    else:
-        loop_cfg["init_weights"] = ctx.result("pretrain")["weights"]
-        prior = ctx.results.get("train-prior") or (ctx.result("train-prior") if "train-prior" in cfg.steps else None)
+    init_from = TRAINING_STEPS[step].init_from
+    loop_cfg["init_weights"] = ctx.result(init_from)["weights"] if init_from else None
+    if step == "pretrain" and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
+        loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
+    if tcfg.loss_mode == "finetune":  # the VPoser latent prior, where that step ran
+        prior = ctx.results.get("train-pose-prior") or (
+            ctx.result("train-pose-prior") if "train-pose-prior" in cfg.steps else None)
         loop_cfg["vposer_path"] = prior["vposer"] if prior else None
     ctx.fresh_output_dir(step, ckpt_dir, patterns=("checkpoint_*", "model.pt", "checkpoint_manager_snapshot.json"))
     loop_cfg["ckpt_dir"] = ckpt_dir  # workers resume from the newest checkpoint found there

@@ -88,6 +88,13 @@ class StepSettings:
     reprojection: str = "full"
     use_prior_reg: bool = True
 
+    @classmethod
+    def of(cls, tcfg, crop_size: int) -> "StepSettings":
+        """The settings of a step from its training config (:class:`~annotator.config.TrainBase`):
+        its loss mode, and for a finetune whether it regularises towards the prior."""
+        return cls(mode=tcfg.loss_mode, crop_size=crop_size, augment=tcfg.augment, reprojection=tcfg.reprojection,
+                   use_prior_reg=bool(getattr(tcfg, "use_prior_reg", False)))
+
 
 class Trainer:
     """One network, its optimiser and schedule, and the losses of a step (no Ray)."""
