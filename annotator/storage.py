@@ -8,6 +8,7 @@ Credentials are never put into messages: :func:`redact` strips them from any URL
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,11 @@ from typing import Any, Iterator
 import fsspec
 
 _S3_OPTIONS: dict[str, Any] = {}
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of ``data`` (checksums of model files and exports)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def configure_s3(endpoint_url: str | None = None, region: str | None = None) -> None:

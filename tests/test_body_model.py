@@ -25,9 +25,9 @@ def test_contract(body_model):
     assert m.model_id == "open-anny-0.6.2-v1"
     assert len(m.checksum) == 64
     assert m.faces.dtype == torch.long and m.faces.shape[1] == 3
-    assert m.parents.tolist() == SMPL_PARENTS
+    assert m.parents.tolist() == list(SMPL_PARENTS)
     coco = [n for n in m.keypoint_names if n.startswith("coco_")]
-    assert m.keypoint_names[:36] == SMPL_JOINT_NAMES + LANDMARK_NAMES
+    assert m.keypoint_names[:36] == [*SMPL_JOINT_NAMES, *LANDMARK_NAMES]
     assert len(coco) == 23 and "coco_left_heel" in coco and "coco_nose" in coco
     out = _rest(m)
     assert out.vertices.shape == (1, m.num_vertices, 3)

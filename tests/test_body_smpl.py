@@ -59,7 +59,7 @@ def smpl_arrays(body_model) -> dict:
         "posedirs": rng.normal(scale=1e-4, size=(N_VERTS, 3, 207)),
         "J_regressor": j_reg,
         "weights": np.eye(24)[owner],
-        "kintree_table": np.array([[4294967295] + SMPL_PARENTS[1:], list(range(24))], dtype=np.int64),
+        "kintree_table": np.array([[4294967295, *SMPL_PARENTS[1:]], list(range(24))], dtype=np.int64),
         "f": rng.integers(0, N_VERTS, size=(13776, 3)).astype(np.uint32),
         "bs_type": "lrotmin",
     }
@@ -111,7 +111,7 @@ def test_loads_and_keypoints(plain_pkl, smpl_arrays):
     ids = list(SMPL_LANDMARK_VERTEX_IDS.values())
     assert np.allclose(out.keypoints[0, 24:].numpy(), v[ids], atol=1e-5)  # picked by SMPL vertex ids
     assert np.allclose(out.joints[0].numpy(), smpl_arrays["J_regressor"] @ v, atol=1e-5)
-    assert m.parents.tolist() == SMPL_PARENTS
+    assert m.parents.tolist() == list(SMPL_PARENTS)
 
 
 def test_knee_flexion_same_code_path(plain_pkl):

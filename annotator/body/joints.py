@@ -68,11 +68,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from annotator.body import model as _body_model
-
-SMPL_JOINT_NAMES: tuple[str, ...] = tuple(_body_model.SMPL_JOINT_NAMES)
-"""The 24 SMPL joints, as the body model names them (single source: :mod:`annotator.body.model`)."""
-LANDMARK_NAMES: tuple[str, ...] = tuple(_body_model.LANDMARK_NAMES)
+SMPL_JOINT_NAMES: tuple[str, ...] = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
+    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
+    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hand", "right_hand",
+)
+"""The 24 SMPL joints, in the SMPL file's order (every body model, open or SMPL, has them)."""
+SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+"""SMPL kinematic tree (parent index of each joint of :data:`SMPL_JOINT_NAMES`)."""
+NUM_JOINTS = len(SMPL_JOINT_NAMES)
+NUM_POSE_BASIS = (NUM_JOINTS - 1) * 9
+"""Pose-corrective blend shapes of the SMPL format: 9 rotation-matrix entries per non-root joint."""
+LANDMARK_NAMES: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_big_toe", "left_small_toe",
+    "left_heel", "right_big_toe", "right_small_toe", "right_heel", "head_top",
+)
 """Surface landmarks every body model provides (nose, eyes, ears, 6 foot points, head_top)."""
 FOOT_NAMES = ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel")
 COCO17_NAMES = (

@@ -14,7 +14,6 @@ they are never used), and - when the model file carries one - a linear keypoint 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -24,21 +23,9 @@ import numpy as np
 import torch
 
 from annotator import storage
+from annotator.body.joints import LANDMARK_NAMES, NUM_JOINTS, NUM_POSE_BASIS, SMPL_JOINT_NAMES, SMPL_PARENTS
 from annotator.config import BodyModelConfig
 
-SMPL_JOINT_NAMES = [
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-]
-SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
-"""SMPL kinematic tree (parent index of each joint of :data:`SMPL_JOINT_NAMES`)."""
-
-LANDMARK_NAMES = [
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_big_toe", "left_small_toe",
-    "left_heel", "right_big_toe", "right_small_toe", "right_heel", "head_top",
-]
 SMPL_LANDMARK_VERTEX_IDS = {
     "nose": 332, "left_eye": 2800, "right_eye": 6260, "left_ear": 583, "right_ear": 4071,
     "left_big_toe": 3216, "left_small_toe": 3226, "left_heel": 3387,
@@ -47,8 +34,6 @@ SMPL_LANDMARK_VERTEX_IDS = {
 """Landmark vertex ids in the SMPL topology (the ones smplx/SPIN use; head_top as in CLIFF)."""
 
 SMPL_NUM_VERTICES = 6890
-NUM_JOINTS = len(SMPL_JOINT_NAMES)
-NUM_POSE_BASIS = (NUM_JOINTS - 1) * 9
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 
 
@@ -135,10 +120,6 @@ class BodyModel(torch.nn.Module):
         return self.forward(zeros, torch.zeros(b, 3 * (NUM_JOINTS - 1), device=dev, dtype=dt), betas)
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _check_arrays(data: dict[str, Any], path: str) -> None:
     where = storage.redact(path)
     missing = [k for k in REQUIRED_KEYS if k not in data]
@@ -220,5 +201,5 @@ def load_body_model(cfg: BodyModelConfig, device: str | torch.device = "cpu") ->
     raw = storage.read_bytes(path)
     data = load_smpl_dict(path, raw)
     model_id = None if cfg.kind == "open" else f"smpl:{os.path.basename(path.rstrip('/'))}"
-    model = build_body_model(data, path, sha256_hex(raw), cfg.num_betas, model_id=model_id)
+    model = build_body_model(data, path, storage.sha256_hex(raw), cfg.num_betas, model_id=model_id)
     return model.to(device).eval()

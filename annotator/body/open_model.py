@@ -36,9 +36,7 @@ import numpy as np
 import torch
 
 from annotator import storage
-from annotator.body.model import (
-    LANDMARK_NAMES, NUM_JOINTS, NUM_POSE_BASIS, SMPL_JOINT_NAMES, SMPL_PARENTS, sha256_hex,
-)
+from annotator.body.joints import LANDMARK_NAMES, NUM_JOINTS, NUM_POSE_BASIS, SMPL_JOINT_NAMES, SMPL_PARENTS
 from annotator.body.smpl_convert import dump_pickle
 
 OPEN_MODEL_VERSION = "v1"
@@ -326,7 +324,7 @@ def build_open_model(num_samples: int = NUM_SAMPLES, seed: int = SEED,
         return float(y.max() - y.min())
 
     summary = {
-        "kind": "open", "model_id": model_id, "checksum": sha256_hex(blob),
+        "kind": "open", "model_id": model_id, "checksum": storage.sha256_hex(blob),
         "vertices": int(v_template.shape[0]), "faces": int(faces.shape[0]), "joints": NUM_JOINTS,
         "num_betas": NUM_SHAPE_COMPONENTS, "num_samples": num_samples, "seed": seed,
         "heldout_samples": num_samples - n_fit,

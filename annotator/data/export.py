@@ -94,11 +94,10 @@ def _body_model(table, paths: Sequence[str]) -> ExportResult:
         pkl = storage.join(_run_dir_of(p), "body_model", "smpl", "SMPL_NEUTRAL.pkl")
         if not storage.exists(pkl):
             continue
-        from annotator.body.model import sha256_hex
         from annotator.body.smpl_convert import load_smpl_dict
 
         raw = storage.read_bytes(pkl)
-        if sha256_hex(raw) == checksum:
+        if storage.sha256_hex(raw) == checksum:
             vertices = int(np.asarray(load_smpl_dict(pkl, raw)["v_template"]).shape[0])
             break
     return ExportResult(table.num_rows, model_id, checksum, vertices)
