@@ -62,7 +62,6 @@ DEFAULT_BODY_MODEL = ROOT / ".gpucheck" / "SMPL_NEUTRAL.pkl"
 SECTIONS = ("train", "infer", "smplify", "body_model", "decode")
 GRACE_S = 60.0
 """A section that runs this long past its budget is stopped (SIGALRM) and reported as failed."""
-CONVENTION = "coco17"
 IMAGE_W, IMAGE_H = 640, 480
 JPEG_QUALITY = 90
 
@@ -221,6 +220,7 @@ class Check:
     def model_batch(self, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
         """A finetune batch dict of ``n`` target rows with prior predictions, made by
         :func:`annotator.data.batching.to_model_batch` from synthetic decoded manifest rows."""
+        from annotator.body.joints import TRAIN_CONVENTION
         from annotator.data.batching import PRIOR_COLUMNS, to_model_batch
         from annotator.geometry.crop import bbox_to_center_size, crop_affine
 
@@ -242,7 +242,7 @@ class Check:
             "center": center.numpy().astype(np.float32), "box_size": side.numpy().astype(np.float32),
             "affine": affine.numpy().astype(np.float32),
             "keypoints_2d": kp.reshape(n, -1).astype(np.float32),
-            "keypoint_convention": np.array([CONVENTION] * n, dtype=object),
+            "keypoint_convention": np.array([TRAIN_CONVENTION] * n, dtype=object),
             "has_prior": np.ones(n, dtype=bool),
         }
         for col, width in PRIOR_COLUMNS.items():
@@ -264,7 +264,7 @@ class Check:
     # ---------------------------------------------------------------- sections
     def section_train(self, budget: float) -> dict:
         from annotator.config import FinetuneLossWeights
-        from annotator.data.batching import TRAIN_CONVENTION
+        from annotator.body.joints import TRAIN_CONVENTION
         from annotator.model.losses import compute_losses
         from annotator.model.outputs import decode
 
@@ -312,7 +312,7 @@ class Check:
         return out
 
     def section_infer(self, budget: float) -> dict:
-        from annotator.data.batching import TRAIN_CONVENTION
+        from annotator.body.joints import TRAIN_CONVENTION
         from annotator.model.outputs import decode
 
         body = self.body()
@@ -339,7 +339,7 @@ class Check:
 
     def smplify_inputs(self, n: int, seed: int = 1):
         """Exact projected COCO-17 keypoints of ``n`` random upright people in front of the camera."""
-        from annotator.body.joints import select_keypoints
+        from annotator.body.joints import TRAIN_CONVENTION, select_keypoints
         from annotator.geometry.cameras import perspective_projection
 
         body = self.body()
@@ -352,13 +352,14 @@ class Check:
         dev = self.device
         with torch.no_grad():
             kp3d = select_keypoints(body(orient.to(dev), pose.to(dev), betas.to(dev), transl.to(dev)).keypoints,
-                                    body.keypoint_names, CONVENTION)
+                                    body.keypoint_names, TRAIN_CONVENTION)
         focal = torch.full((n,), 1000.0, device=dev)
         pp = torch.tensor([[IMAGE_W / 2, IMAGE_H / 2]], device=dev).repeat(n, 1)
         kp2d = perspective_projection(kp3d, focal, pp)
         return torch.cat([kp2d, torch.ones_like(kp2d[..., :1])], -1), focal, pp
 
     def section_smplify(self, budget: float) -> dict:
+        from annotator.body.joints import TRAIN_CONVENTION
         from annotator.config import SmplifyConfig
         from annotator.fitting.smplify import smplify
 
@@ -367,13 +368,13 @@ class Check:
         kps, focal, pp = self.smplify_inputs(n)
         self.reset_peak()
         warm = SmplifyConfig(batch_size=n, camera_iters=2, body_iters=2)
-        smplify(body, kps, CONVENTION, focal, pp, None, warm)
+        smplify(body, kps, TRAIN_CONVENTION, focal, pp, None, warm)
         self.sync()
         cfg = SmplifyConfig(batch_size=n, camera_iters=self.s.smplify_camera_iters, body_iters=self.s.smplify_body_iters)
         runs, fit = [], None
         while not runs or (len(runs) < 3 and sum(runs) * (len(runs) + 1) / len(runs) < budget * 0.7):
             t0 = time.perf_counter()
-            fit = smplify(body, kps, CONVENTION, focal, pp, None, cfg)
+            fit = smplify(body, kps, TRAIN_CONVENTION, focal, pp, None, cfg)
             self.sync()
             runs.append(time.perf_counter() - t0)
         best = min(runs)

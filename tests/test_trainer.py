@@ -146,7 +146,9 @@ def test_a_mixed_batch_is_one_forward_pass_with_the_gradient_of_the_joined_batch
         assert seen == [8]
         grads.append(torch.cat([p.grad.flatten() for p in n.parameters() if p.grad is not None]))
     assert grads[0].abs().max() > 0
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    # float32 round-off of a 13M-parameter gradient: within 1e-5 of its largest entry (a separate
+    # batch-norm pass per part differs by orders of magnitude more)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5 * float(grads[0].abs().max()))
 
 
 def test_the_rows_trained_across_ranks_are_every_row_once(body_model, single_thread):

@@ -14,11 +14,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from annotator.body.joints import get_convention, select_keypoints
+from annotator.body.joints import TRAIN_CONVENTION, get_convention, select_keypoints
 from annotator.config import BodyModelConfig, SmplifyConfig
 from annotator.evaluation import metrics
 
-CONVENTION = "coco17"
 MM = 1000.0
 
 
@@ -35,12 +34,12 @@ def run(num_images: int = 64, seed: int = 0, batch_size: int = 64) -> dict:
     kps = torch.cat([t("keypoints_2d").view(n, -1, 2), torch.ones(n, 17, 1)], dim=-1)  # exact, all joints
     cfg = SmplifyConfig(batch_size=batch_size)
     t0 = time.perf_counter()
-    fit = smplify(body, kps, CONVENTION, t("focal_length"), t("principal_point"), None, cfg)
+    fit = smplify(body, kps, TRAIN_CONVENTION, t("focal_length"), t("principal_point"), None, cfg)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
-        pred = select_keypoints(body(**fit.params()).keypoints, body.keypoint_names, CONVENTION) * MM
+        pred = select_keypoints(body(**fit.params()).keypoints, body.keypoint_names, TRAIN_CONVENTION) * MM
         true = t("joints_3d").view(n, -1, 3) * MM
-    root = list(get_convention(CONVENTION).root)
+    root = list(get_convention(TRAIN_CONVENTION).root)
     return {"instances": n, "seconds_per_instance": seconds / n, "err2d_px": float(fit.err2d_px.nanmean()),
             "mpjpe_mm": float(metrics.mpjpe(pred, true, root=root).mean()),
             "pa_mpjpe_mm": float(metrics.pa_mpjpe(pred, true).mean()),

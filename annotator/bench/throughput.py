@@ -380,7 +380,8 @@ class _Threads:
 
 def bare_model_rate(inputs: Inputs, n_batches: int, batch_size: int) -> dict[str, float]:
     """Instances/s of CliffNet forward + decode on pre-made tensors (one warm-up batch)."""
-    from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
+    from annotator.body.joints import TRAIN_CONVENTION
+    from annotator.data.batching import to_model_batch
     from annotator.model.cliff import net_inputs
     from annotator.model.outputs import decode
     from annotator.steps.runtime import autocast, load_network, pick_device

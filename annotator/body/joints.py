@@ -186,6 +186,9 @@ def _coco_first(name: str) -> tuple[str, ...]:
 _MPII_SPECIAL = {"pelvis": ("pelvis",), "thorax": ("neck",), "upper_neck": ("neck",), "head_top": ("head_top",)}
 _H36M_SPECIAL = {"spine": ("spine2",), "thorax": ("neck",), "neck_nose": ("nose",), "head": ("head_top",)}
 
+# The keypoint convention the network trains on, SMPLify fits in and the reports evaluate in.
+TRAIN_CONVENTION = "coco17"
+
 CONVENTIONS: dict[str, JointConvention] = {
     c.name: c
     for c in (

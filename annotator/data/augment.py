@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from annotator.body.joints import get_convention
-from annotator.data.batching import TRAIN_CONVENTION
+from annotator.body.joints import TRAIN_CONVENTION
 from annotator.data.images import IMAGENET_MEAN, IMAGENET_STD
 from annotator.geometry.cameras import bbox_info
 from annotator.geometry.crop import apply_affine, crop_affine, invert_affine

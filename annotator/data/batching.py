@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from annotator.body.joints import convert, get_convention
+from annotator.body.joints import TRAIN_CONVENTION, convert, get_convention
 from annotator.config import CropConfig
 from annotator.data.images import normalize_images
 from annotator.geometry.cameras import bbox_info, default_focal
-
-#: 2D/3D keypoints of every dataset are brought to this convention for the losses
-#: (MPII's 16 joints map onto 12 of its joints by name; the rest get confidence 0).
-TRAIN_CONVENTION = "coco17"
 
 SMPL_COLUMNS = {
     "smpl_global_orient": 3,

@@ -42,6 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from annotator import storage
+from annotator.body.joints import TRAIN_CONVENTION
 from annotator.data.loader import _run_dir_of, annotations_for, keypoints_in, scan_pseudo_gt
 
 #: SPIN's ``scale`` is the box side in units of 200 px (inherited from the MPII/LSP tools).
@@ -215,7 +216,7 @@ def export_humandata(pseudo_gt_dirs: str | Sequence[str], out_path: str, manifes
     paths, table, info = _scan(pseudo_gt_dirs, filters)
     a = _arrays(table)
     n = table.num_rows
-    kps, present = keypoints_in(annotations_for(table, paths, manifest_root), "coco17")
+    kps, present = keypoints_in(annotations_for(table, paths, manifest_root), TRAIN_CONVENTION)
     kps[..., 2] = (kps[..., 2] > 0).astype(np.float32)
     mask = present.any(axis=0).astype(np.uint8)  # joints some row's own convention has
     smpl = {"global_orient": a["global_orient"], "body_pose": a["body_pose"].reshape(n, 23, 3),

@@ -126,7 +126,7 @@ class PseudoGTDataset(torch.utils.data.Dataset):
     def __init__(self, paths: str | Sequence[str], datasets: Sequence[str] | None = None,
                  max_err2d_norm: float | None = None, max_err2d_px: float | None = None,
                  crop_size: int = 224, bbox_scale: float = 1.2, manifest_root: str | None = None):
-        from annotator.data.batching import TRAIN_CONVENTION
+        from annotator.body.joints import TRAIN_CONVENTION
 
         table = scan_pseudo_gt(paths, datasets, max_err2d_norm, max_err2d_px)
         self.sample_id = table["sample_id"].to_pylist()

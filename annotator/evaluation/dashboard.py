@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from annotator import storage
-from annotator.body.joints import COCO17_NAMES
+from annotator.body.joints import COCO17_NAMES, TRAIN_CONVENTION
 from annotator.config import STEPS
 from annotator.evaluation import overlay
 from annotator.evaluation.metrics import joint_errors
@@ -172,10 +172,10 @@ def per_joint_table(outputs: dict[str, pd.DataFrame], annotations: tuple[pd.Inde
     if not len(annotations[0]):
         return table
     for label, df in outputs.items():
-        conv = set(df["keypoint_convention"]) if "keypoint_convention" in df else {overlay.KEYPOINT_CONVENTION}
-        if conv != {overlay.KEYPOINT_CONVENTION}:
+        conv = set(df["keypoint_convention"]) if "keypoint_convention" in df else {TRAIN_CONVENTION}
+        if conv != {TRAIN_CONVENTION}:
             raise ValueError(f"{label} output: keypoint_convention {sorted(conv)}, "
-                             f"expected {overlay.KEYPOINT_CONVENTION!r}")
+                             f"expected {TRAIN_CONVENTION!r}")
         pred = overlay.stack_column(df["keypoints_2d"], 2 * len(COCO17_NAMES)).reshape(len(df), -1, 2)
         ann = overlay.align_annotations(df["sample_id"].to_numpy(), annotations)
         mean, count = per_joint_errors(pred, ann)

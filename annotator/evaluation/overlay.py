@@ -46,7 +46,6 @@ log = logging.getLogger("annotator")
 OUTPUTS = {"pseudo_gt": "pseudo_gt", "prior": "prior"}
 """``--output`` choice -> sub-directory of the run holding that output's Parquet."""
 PARAMS = ("global_orient", "body_pose", "betas", "transl")
-KEYPOINT_CONVENTION = "coco17"
 """Convention of the predicted ``keypoints_2d`` this module draws (the pipeline's output)."""
 
 MESH_ALPHA = 0.6

@@ -30,7 +30,7 @@ import torch
 
 from annotator import storage
 from annotator.methods import METHODS
-from annotator.body.joints import COCO17_NAMES, convert, get_convention, select_keypoints
+from annotator.body.joints import COCO17_NAMES, TRAIN_CONVENTION, convert, get_convention, select_keypoints
 from annotator.data import manifest as manifest_io
 from annotator.evaluation import metrics
 
@@ -39,7 +39,6 @@ log = logging.getLogger("annotator")
 #: Metres -> millimetres, the unit every 3D error is reported in.
 MM = 1000.0
 #: 3D errors use the COCO-17 joints (the joints the 2D annotation constrains), mid-hip aligned.
-EVAL_CONVENTION = "coco17"
 PARAMS = ("global_orient", "body_pose", "betas", "transl")
 POSE_PARAMS = PARAMS[:3]
 #: Per-sample metric columns (means in summary.json); 3D ones only where truth exists.
@@ -94,7 +93,7 @@ def read_annotations(run_dir: str, dataset: str) -> tuple[pd.Index, np.ndarray]:
     ids, arrays = [], []
     for conv, group in df.groupby("keypoint_convention", sort=False):
         kps = torch.from_numpy(stack_column(group["keypoints_2d"]).reshape(len(group), -1, 3))
-        coco, _ = convert(kps, str(conv), EVAL_CONVENTION)
+        coco, _ = convert(kps, str(conv), TRAIN_CONVENTION)
         ids.append(group["sample_id"].to_numpy())
         arrays.append(coco.numpy())
     if not arrays:
@@ -152,7 +151,7 @@ def joint_errors_2d(predicted: np.ndarray, annotated: np.ndarray) -> np.ndarray:
 def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 256) -> pd.DataFrame:
     """Per-sample 3D errors (mm) of ``pred`` rows against ``gt`` rows (same order), with
     the per-joint (mid-hip aligned) errors as a list column ``joint_err3d_mm``."""
-    conv = get_convention(EVAL_CONVENTION)
+    conv = get_convention(TRAIN_CONVENTION)
     root = list(conv.root)
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z",
                                                         "orient_err_deg")}
@@ -163,8 +162,8 @@ def direct_errors(pred: pd.DataFrame, gt: pd.DataFrame, body, batch_size: int = 
         # first would cost float32 precision (a degenerate camera can put a body kilometres away).
         po = body(**{k: _stack(p[k]) for k in POSE_PARAMS})
         go = body(**{k: _stack(g[k]) for k in POSE_PARAMS})
-        pj = select_keypoints(po.keypoints, body.keypoint_names, EVAL_CONVENTION) * MM
-        gj = select_keypoints(go.keypoints, body.keypoint_names, EVAL_CONVENTION) * MM
+        pj = select_keypoints(po.keypoints, body.keypoint_names, TRAIN_CONVENTION) * MM
+        gj = select_keypoints(go.keypoints, body.keypoint_names, TRAIN_CONVENTION) * MM
         out["mpjpe"].append(metrics.mpjpe(pj, gj, root=root).numpy())
         out["pa_mpjpe"].append(metrics.pa_mpjpe(pj, gj).numpy())
         out["pve"].append(metrics.pve(po.vertices * MM, go.vertices * MM, po.joints[:, 0] * MM, go.joints[:, 0] * MM).numpy())

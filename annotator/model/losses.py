@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from annotator.body.joints import get_convention
+from annotator.body.joints import TRAIN_CONVENTION, get_convention
 from annotator.body.prior import pose_prior_loss
 from annotator.config import FinetuneLossWeights, LossWeights
 from annotator.geometry.crop import apply_affine
@@ -196,7 +196,7 @@ def compute_losses(
     reprojection: str = "full",
     vposer=None,
     use_prior_reg: bool = True,
-    convention: str = "coco17",
+    convention: str = TRAIN_CONVENTION,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total training loss and its named, unweighted terms.
 

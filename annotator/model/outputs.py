@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from annotator.body.joints import get_convention, select_keypoints
+from annotator.body.joints import TRAIN_CONVENTION, get_convention, select_keypoints
 from annotator.geometry.cameras import cam_crop_to_full, perspective_projection, weak_perspective_to_translation
 from annotator.geometry.rotations import matrix_to_axis_angle
 
@@ -49,7 +49,7 @@ def decode(
     pred: dict[str, torch.Tensor],
     batch: dict[str, torch.Tensor],
     body_model,
-    convention: str = "coco17",
+    convention: str = TRAIN_CONVENTION,
     reprojection: str = "full",
 ) -> dict[str, torch.Tensor]:
     """Turn network outputs into SMPL parameters, full-frame translation and keypoints.
@@ -110,7 +110,7 @@ def decode(
 
 
 @torch.no_grad()
-def smpl_joint_targets(batch: dict[str, torch.Tensor], body_model, convention: str = "coco17") -> dict[str, torch.Tensor]:
+def smpl_joint_targets(batch: dict[str, torch.Tensor], body_model, convention: str = TRAIN_CONVENTION) -> dict[str, torch.Tensor]:
     """Fill the 3D joint supervision of rows that have SMPL parameters but no 3D joints.
 
     Pseudo-GT rows (the indirect-error estimator's training data) carry SMPL parameters

@@ -69,7 +69,7 @@ class Predictor:
         """``method: smplify``: per-sample fitting to the 2D keypoints, started from the network
         (``smplify.init: prior``, as SPIN does in the loop) or from the mean pose."""
         from annotator.body.joints import select_keypoints
-        from annotator.data.batching import TRAIN_CONVENTION
+        from annotator.body.joints import TRAIN_CONVENTION
         from annotator.fitting import smplify
         from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
 
@@ -93,7 +93,7 @@ class Predictor:
         """The lifter's pose of the rows' 2D keypoints, with zero betas and the translation
         that puts the body over its keypoints (SMPLify's camera initialisation)."""
         from annotator.body.joints import select_keypoints
-        from annotator.data.batching import TRAIN_CONVENTION
+        from annotator.body.joints import TRAIN_CONVENTION
         from annotator.fitting.smplify import init_translation
         from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
         from annotator.geometry.rotations import matrix_to_axis_angle
@@ -111,7 +111,8 @@ class Predictor:
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from annotator.data.batching import TRAIN_CONVENTION, stack_list_column, to_model_batch
+        from annotator.body.joints import TRAIN_CONVENTION
+        from annotator.data.batching import stack_list_column, to_model_batch
         from annotator.model.cliff import net_inputs
         from annotator.model.outputs import decode
         from annotator.steps.runtime import autocast

@@ -154,7 +154,7 @@ def _sample_mocap(count: int, seed: int) -> np.ndarray:
 def load_lifter(path: str):
     """A lifter saved by ``train-lifter`` (``{"model": state dict, "convention": ...}``), read
     without unpickling; a wrong file is an error naming it."""
-    from annotator.data.batching import TRAIN_CONVENTION
+    from annotator.body.joints import TRAIN_CONVENTION
     from annotator.model.lifter import Lifter
     from annotator.steps.runtime import load_torch
 
@@ -173,7 +173,7 @@ def _train_lifter_task(job_json: str, shards: list[str], body_model_path: str, o
     import torch
 
     from annotator.body import load_body_model
-    from annotator.data.batching import TRAIN_CONVENTION
+    from annotator.body.joints import TRAIN_CONVENTION
     from annotator.fitting.lifter import train_lifter
     from annotator.steps.runtime import run_body_model_config, save_torch
 

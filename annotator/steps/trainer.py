@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from annotator.data.augment import AugmentParams, augment_batch
-from annotator.data.batching import TRAIN_CONVENTION, to_model_batch
+from annotator.body.joints import TRAIN_CONVENTION
+from annotator.data.batching import to_model_batch
 from annotator.data.images import normalize_images
 from annotator.model.cliff import net_inputs
 from annotator.model.losses import compute_losses
@@ -236,7 +237,7 @@ def monitor_3d(trainer: Trainer, rows: TrainRows, truth: dict[str, torch.Tensor]
     # (it broadcasts the batch-norm buffers) that the other ranks never join.
     net, body = getattr(trainer.net, "module", trainer.net), trainer.body
     net.eval()
-    root = list(get_convention("coco17").root)
+    root = list(get_convention(TRAIN_CONVENTION).root)
     errs = {"mpjpe": [], "pa_mpjpe": [], "orient": []}
     for s in range(0, len(rows), batch):
         idx = torch.arange(s, min(len(rows), s + batch))
@@ -246,7 +247,7 @@ def monitor_3d(trainer: Trainer, rows: TrainRows, truth: dict[str, torch.Tensor]
         dec = decode(pred, b, body, convention=TRAIN_CONVENTION)
         gt = {k: v[idx].to(trainer.device) for k, v in truth.items()}
         go = body(global_orient=gt["global_orient"], body_pose=gt["body_pose"], betas=gt["betas"])
-        gj = select_keypoints(go.keypoints, body.keypoint_names, "coco17") * 1000
+        gj = select_keypoints(go.keypoints, body.keypoint_names, TRAIN_CONVENTION) * 1000
         pj = dec["keypoints_3d"] * 1000
         errs["mpjpe"].append(mpjpe(pj, gj, root=root).cpu())
         errs["pa_mpjpe"].append(pa_mpjpe(pj, gj).cpu())

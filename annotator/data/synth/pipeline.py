@@ -37,14 +37,13 @@ from scipy.spatial.transform import Rotation
 
 import annotator
 from annotator import storage
-from annotator.body.joints import COCO17_NAMES, COCO17_OKS_SIGMAS, SMPL_JOINT_NAMES, select_keypoints
+from annotator.body.joints import COCO17_NAMES, COCO17_OKS_SIGMAS, SMPL_JOINT_NAMES, TRAIN_CONVENTION, select_keypoints
 from annotator.config import BodyModelConfig, DatasetConfig, SynthConfig
 from annotator.data.synth import scene, writers
 from annotator.render.raster import vertex_normals
 
 CHUNK_IMAGES = 16
 """Images planned and posed together (one body-model forward per chunk)."""
-KEYPOINT_CONVENTION = "coco17"
 GT_FILE = "ground_truth.parquet"
 SUMMARY_FILE = "synth.json"
 IMAGES_DIR = "images"
@@ -122,7 +121,7 @@ def pose_people(model, plans: list[scene.ImagePlan]) -> Posed:
     transl = (target - pelvis).astype(np.float32)
     with torch.no_grad():
         out = model(t(go), t(body_pose), t(betas), t(transl))
-    kps = select_keypoints(out.keypoints, model.keypoint_names, KEYPOINT_CONVENTION)
+    kps = select_keypoints(out.keypoints, model.keypoint_names, TRAIN_CONVENTION)
     return Posed(global_orient=go, body_pose=body_pose, betas=betas, transl=transl,
                  vertices=out.vertices, keypoints=kps)
 
@@ -385,7 +384,7 @@ def ground_truth_table(gt: dict[str, list], domain: str, seed: int, model_id: st
         "image_width": pa.array(gt["image_width"], pa.int32()),
         "image_height": pa.array(gt["image_height"], pa.int32()),
         "joints_3d": writers.fixed_list(stack("joints_3d", 3 * k), 3 * k),
-        "joints_3d_convention": pa.array([KEYPOINT_CONVENTION] * n, pa.string()),
+        "joints_3d_convention": pa.array([TRAIN_CONVENTION] * n, pa.string()),
         "keypoints_2d": writers.fixed_list(stack("keypoints_2d", 2 * k), 2 * k),
         "visibility": writers.fixed_list(np.asarray(gt["visibility"], np.int8).reshape(n, k), k, pa.int8()),
         "bbox": writers.fixed_list(stack("bbox", 4), 4),
@@ -405,8 +404,8 @@ def _write_outputs(cfg: SynthConfig, out: str, model, col: _Collected, npz_rows:
         arrays["imgname"] = np.asarray(npz_rows["imgname"], dtype=str)
         arrays["image_width"] = arrays["image_width"].astype(np.int32)
         arrays["image_height"] = arrays["image_height"].astype(np.int32)
-        arrays["keypoint_convention"] = np.array(KEYPOINT_CONVENTION)
-        arrays["joints_3d_convention"] = np.array(KEYPOINT_CONVENTION)
+        arrays["keypoint_convention"] = np.array(TRAIN_CONVENTION)
+        arrays["joints_3d_convention"] = np.array(TRAIN_CONVENTION)
         writers.write_bytes(ann, writers.npz_bytes(arrays))
     table = ground_truth_table(col.gt, cfg.domain, cfg.seed, model.model_id, model.checksum)
     writers.write_bytes(storage.join(out, GT_FILE), writers.parquet_bytes(table))
@@ -419,7 +418,7 @@ def _write_outputs(cfg: SynthConfig, out: str, model, col: _Collected, npz_rows:
         "image_sizes": dict(sorted(sizes.items())),
         "archetypes": dict(sorted(col.archetypes.items())),
         "keypoint_visibility": {str(k): col.visibility.get(k, 0) for k in (0, 1, 2)},
-        "keypoint_convention": KEYPOINT_CONVENTION,
+        "keypoint_convention": TRAIN_CONVENTION,
         "body_model": {"model_id": model.model_id, "checksum": model.checksum},
         "files": {"annotations": annotation_relpath(cfg.domain), "ground_truth": GT_FILE, "images": IMAGES_DIR},
     }
