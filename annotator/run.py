@@ -18,7 +18,8 @@ from typing import Callable
 from annotator import storage
 from annotator import methods
 from annotator.config import MAX_PIXELS_ENV, RENAMED_STEPS, STEPS, ConfigError, JobConfig, load_job
-from annotator.steps.base import (RunLayout, StepContext, fingerprint, new_output_token, read_state, read_state_record,
+from annotator.layout import RunLayout
+from annotator.steps.base import (StepContext, fingerprint, new_output_token, read_state, read_state_record,
                                   setup_logging, write_pending, write_state)
 
 log = logging.getLogger("annotator")

@@ -143,7 +143,8 @@ def test_rerun_is_a_no_op_and_a_lost_shard_is_redone_alone(tiny_run):
     assert len(shards) >= 2
     shards[0].unlink()
     # what the killed driver left: the pending records written before reinfer started (same tokens)
-    from annotator.steps.base import RunLayout, write_pending
+    from annotator.layout import RunLayout
+    from annotator.steps.base import write_pending
 
     for step in ("reinfer", "report"):
         token = json.loads((run / "state" / f"{step}.json").read_text()).get("output_token")

@@ -171,3 +171,25 @@ def test_the_rows_trained_across_ranks_are_every_row_once(body_model, single_thr
         trained.append(t.trained_rows)
     assert [len(r) for r in trained] == [7, 6]
     assert sorted(torch.cat(trained).tolist()) == list(range(len(rows)))
+
+
+def test_a_last_batch_of_one_row_trains_without_aux_rows(body_model, single_thread):
+    """Batch norm cannot train on one row: an epoch whose last batch (or a rank's padding step)
+    has a single main row and no aux rows borrows a second row, and still counts each row once."""
+    from annotator.model import CliffNet
+
+    torch.manual_seed(0)
+    rows, _ = _rows(body_model, n=5)  # batches of 4: (4, 1); two ranks: rank 0 (2, 1), rank 1 (2, padding)
+    tcfg = PretrainConfig(epochs=1, batch_size=4, lr=1e-4, lr_schedule="constant")
+    t = Trainer(CliffNet(NetworkConfig(), 32), body_model, tcfg, StepSettings("pretrain", 32), torch.device("cpu"),
+                total_steps=2)
+    out = t.epoch(rows, epoch_order(len(rows), 0, 0), steps_per_epoch(len(rows), 4))
+    assert sorted(t.trained_rows.tolist()) == list(range(5)) and np.isfinite(out["loss"])
+    assert out["samples"] == 6  # 4 + the last row with its borrowed partner
+    trained = []
+    for rank in range(2):
+        t = Trainer(CliffNet(NetworkConfig(), 32), body_model, tcfg.model_copy(update={"batch_size": 2}),
+                    StepSettings("pretrain", 32), torch.device("cpu"), total_steps=2)
+        t.epoch(rows, epoch_order(len(rows), 0, 0, rank, 2), steps_per_epoch(len(rows), 2, 2))
+        trained.append(t.trained_rows)
+    assert sorted(torch.cat(trained).tolist()) == list(range(5))

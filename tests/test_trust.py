@@ -23,7 +23,8 @@ from PIL import Image
 
 from annotator import run as run_mod
 from annotator.config import ConfigError, JobConfig, apply_override, load_job
-from annotator.steps.base import RunLayout, read_state, read_state_record
+from annotator.layout import RunLayout
+from annotator.steps.base import read_state, read_state_record
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable

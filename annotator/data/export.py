@@ -43,7 +43,8 @@ import numpy as np
 
 from annotator import storage
 from annotator.body.joints import TRAIN_CONVENTION
-from annotator.data.loader import _run_dir_of, annotations_for, keypoints_in, scan_pseudo_gt
+from annotator.data.loader import annotations_for, keypoints_in, scan_pseudo_gt
+from annotator.layout import RunLayout
 
 #: SPIN's ``scale`` is the box side in units of 200 px (inherited from the MPII/LSP tools).
 SPIN_SCALE_UNIT_PX = 200.0
@@ -92,7 +93,7 @@ def _body_model(table, paths: Sequence[str]) -> ExportResult:
     model_id, checksum = pairs[0]
     vertices = None
     for p in paths:
-        pkl = storage.join(_run_dir_of(p), "body_model", "smpl", "SMPL_NEUTRAL.pkl")
+        pkl = RunLayout.of_output(p).body_model()
         if not storage.exists(pkl):
             continue
         from annotator.body.smpl_convert import load_smpl_dict

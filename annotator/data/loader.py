@@ -24,6 +24,7 @@ import torch
 
 from annotator import storage
 from annotator.data.pseudo_gt import PARAM_WIDTHS
+from annotator.layout import RunLayout
 
 COLUMNS = ("sample_id", "dataset", "image_path", "bbox", "image_width", "image_height", "focal_length",
            "principal_point", "keypoints_2d", "err2d_px", "err2d_norm", "body_model_id", "body_model_checksum",
@@ -56,19 +57,11 @@ def scan_pseudo_gt(paths: str | Sequence[str], datasets: Sequence[str] | None = 
 ANNOTATION_COLUMNS = ("sample_id", "keypoints_2d", "keypoint_convention", "joints_3d", "joints_3d_convention", "has_3d")
 
 
-def _run_dir_of(path: str) -> str:
-    """``<run>/pseudo_gt/<dataset>[/part-N.parquet]`` -> ``<run>``."""
-    d = path.rstrip("/")
-    if d.endswith(".parquet"):
-        d = d.rsplit("/", 1)[0]
-    return d.rsplit("/", 2)[0] if d.count("/") >= 2 else "."
-
-
 def find_manifests(paths: str | Sequence[str], datasets: Sequence[str], manifest_root: str | None = None) -> dict[str, str]:
     """Manifest dir of each dataset: ``<manifest_root>/<dataset>``, else ``<run>/manifest/<dataset>``
     beside the given pseudo-GT dirs (the run layout). FileNotFoundError names what it looked for."""
     paths = [paths] if isinstance(paths, str) else list(paths)
-    roots = [manifest_root] if manifest_root else [storage.join(_run_dir_of(p), "manifest") for p in paths]
+    roots = [manifest_root] if manifest_root else [RunLayout.of_output(p).manifest_dir() for p in paths]
     out = {}
     for name in datasets:
         tried = [storage.join(r, name) for r in dict.fromkeys(roots)]

@@ -304,7 +304,7 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
         if not frames:
             continue
         table = pd.concat(frames, ignore_index=True)
-        _write_parquet(table, storage.join(layout.reports(), "per_sample", f"{d.name}.parquet"))
+        _write_parquet(table, layout.per_sample(d.name))
         baseline = baseline_errors(gt, pd.Index(table["sample_id"].unique()), mean_pose, body)
         ds_summary = {"instances": int(table["sample_id"].nunique()), "has_3d_truth": gt is not None,
                       "outputs": {w: {"method": str(g["method"].iloc[0]), **_means(g), "per_joint": _joint_means(g)}
@@ -327,7 +327,7 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
     eval_sets = cfg.datasets_with_role("eval3d") if indirect else []
     if not indirect:  # evaluation/ holds an older run's estimator: its report goes too
         for d in cfg.datasets_with_role("eval3d"):
-            stale = storage.join(layout.reports(), "indirect", f"{d.name}.parquet")
+            stale = layout.indirect(d.name)
             if storage.exists(stale):
                 storage.remove(stale)
     for d in [d for d in eval_sets if d.name in manifest_result["datasets"]]:
@@ -336,7 +336,7 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
         if df.empty or gt is None:
             continue
         rep = output_errors(df, read_annotations(layout.root, d.name), gt, body).reset_index()
-        _write_parquet(rep, storage.join(layout.reports(), "indirect", f"{d.name}.parquet"))
+        _write_parquet(rep, layout.indirect(d.name))
         summary["indirect"][d.name] = {"pseudo_gt_method": cfg.method_label, "instances": int(len(rep)),
                                        "estimator": {**_means(rep), "per_joint": _joint_means(rep)}}
         baseline = baseline_errors(gt, pd.Index(rep["sample_id"]), mean_pose, body)
@@ -350,6 +350,6 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
     if step_seconds is not None:
         summary["annotation_time"] = annotation_time(cfg, step_seconds, instances)
     summary["headline"] = "; ".join(headline)
-    storage.write_bytes_atomic(storage.join(layout.reports(), "summary.json"),
+    storage.write_bytes_atomic(layout.summary(),
                                json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary

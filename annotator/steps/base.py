@@ -31,56 +31,11 @@ from typing import Any
 
 from annotator import storage
 from annotator.config import JobConfig
+from annotator.layout import RunLayout
 
 log = logging.getLogger("annotator")
 
 STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RunLayout:
-    """Paths of one run: ``<storage root>/<job name>/...`` (the output contract)."""
-
-    root: str
-
-    def manifest(self, dataset: str) -> str:
-        return storage.join(self.root, "manifest", dataset)
-
-    def rejects(self, dataset: str) -> str:
-        return storage.join(self.root, "rejects", dataset)
-
-    def synth(self, dataset: str) -> str:
-        return storage.join(self.root, "synth", dataset)
-
-    def checkpoints(self, step: str = "") -> str:
-        return storage.join(self.root, "checkpoints", step) if step else storage.join(self.root, "checkpoints")
-
-    def pose_prior(self) -> str:
-        """The VPoser pose prior of step ``train-pose-prior`` (``vposer.pt``)."""
-        return storage.join(self.root, "pose_prior")
-
-    def crops(self, dataset: str) -> str:
-        """The crop cache of a dataset (:mod:`annotator.data.crop_cache`)."""
-        return storage.join(self.root, "crops", dataset)
-
-    def prior(self, dataset: str) -> str:
-        return storage.join(self.root, "prior", dataset)
-
-    def pseudo_gt(self, dataset: str) -> str:
-        return storage.join(self.root, "pseudo_gt", dataset)
-
-    def evaluation(self, dataset: str) -> str:
-        """Predictions of the indirect-error estimator on an ``eval3d`` set."""
-        return storage.join(self.root, "evaluation", dataset)
-
-    def reports(self) -> str:
-        return storage.join(self.root, "reports")
-
-    def state(self, step: str) -> str:
-        return storage.join(self.root, "state", f"{step}.json")
-
-    def body_model(self) -> str:
-        return storage.join(self.root, "body_model", "smpl", "SMPL_NEUTRAL.pkl")
 
 
 @dataclass

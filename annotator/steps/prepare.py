@@ -64,6 +64,9 @@ def run_manifest(ctx: StepContext) -> dict:
     body = load_body_model(cfg.body_model)  # builds the open model on first use (cached)
     body_path = ctx.layout.body_model()
     storage.write_bytes_atomic(body_path, storage.read_bytes(_body_model_file(cfg)))
+    storage.write_json_atomic(ctx.layout.body_model_record(),
+                              {"kind": cfg.body_model.kind, "num_betas": cfg.body_model.num_betas,
+                               "model_id": body.model_id, "checksum": body.checksum})
     log.info("[manifest] body model %s (sha256 %s) -> %s", body.model_id, body.checksum[:12], storage.redact(body_path))
 
     task = ray.remote(num_cpus=1)(_manifest_task)

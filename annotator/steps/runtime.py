@@ -11,6 +11,7 @@ import torch
 
 from annotator import storage
 from annotator.config import BodyModelConfig, JobConfig
+from annotator.layout import RunLayout
 
 
 def worker_config(job_json: str) -> JobConfig:
@@ -40,6 +41,24 @@ def run_body_model_config(cfg: JobConfig, body_model_path: str | None) -> BodyMo
     if body_model_path is None:
         return cfg.body_model
     return cfg.body_model.model_copy(update={"path": body_model_path})
+
+
+def load_run_body_model(layout: RunLayout, device: str | torch.device = "cpu"):
+    """The run's own body model, whatever its kind: the copy at :meth:`RunLayout.body_model`,
+    loaded as its record (:meth:`RunLayout.body_model_record`, written by the manifest step) says.
+    Runs made before the record existed load it as the open model with 10 betas."""
+    from annotator.body import load_body_model
+
+    path, record_path = layout.body_model(), layout.body_model_record()
+    if not storage.exists(path):
+        raise FileNotFoundError(f"{storage.redact(path)}: the run's body model is missing")
+    record = storage.read_json(record_path) if storage.exists(record_path) else {}
+    cfg = BodyModelConfig(kind=record.get("kind", "open"), path=path, num_betas=record.get("num_betas", 10))
+    body = load_body_model(cfg, device)
+    if record.get("checksum") not in (None, body.checksum):
+        raise ValueError(f"{storage.redact(path)}: checksum {body.checksum[:12]}... differs from the "
+                         f"{record['checksum'][:12]}... recorded in {storage.redact(record_path)}")
+    return body
 
 
 def load_network(cfg: JobConfig, weights_path: str | None, device: torch.device):

@@ -195,8 +195,13 @@ class Trainer:
             weight = 1.0
             if len(idx) == 0:  # this rank ran out one step early: a step that learns nothing
                 idx, weight = order[:1], 0.0
-            parts = [main.take(idx, self.device)]
-            if aux is not None and n_aux:
+            mixed = aux is not None and n_aux > 0
+            # batch norm in training mode needs two rows: a last batch of one row (and no aux rows)
+            # borrows another row of this epoch (the same one if the rank has only one)
+            batch_idx = torch.cat([idx, order[1:2] if len(order) > 1 and order[0] == idx[0] else order[:1]]) \
+                if len(idx) == 1 and not mixed else idx
+            parts = [main.take(batch_idx, self.device)]
+            if mixed:
                 parts.append(next(aux))
             terms = self.step(parts, weight)
             if weight:
