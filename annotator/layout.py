@@ -61,11 +61,15 @@ class RunLayout:
         """Predictions of the indirect-error estimator on an ``eval3d`` set."""
         return storage.join(self.root, "evaluation", dataset)
 
-    def output(self, kind: str, dataset: str) -> str:
-        """An annotation output of a dataset: ``kind`` is ``prior`` or ``pseudo_gt``."""
+    def output_dir(self, kind: str) -> str:
+        """The folder of every dataset's output of ``kind`` (``prior`` or ``pseudo_gt``)."""
         if kind not in OUTPUT_KINDS:
             raise ValueError(f"unknown output {kind!r}; one of {', '.join(OUTPUT_KINDS)}")
-        return storage.join(self.root, kind, dataset)
+        return storage.join(self.root, kind)
+
+    def output(self, kind: str, dataset: str) -> str:
+        """An annotation output of a dataset: ``kind`` is ``prior`` or ``pseudo_gt``."""
+        return storage.join(self.output_dir(kind), dataset)
 
     def reports(self) -> str:
         return storage.join(self.root, "reports")

@@ -17,12 +17,10 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "real"
 def single_thread():
     """One intra-op torch thread for the test (small tensors on a shared 2-core machine:
     avoids oversubscription stalls and makes timings and results repeatable)."""
-    import torch
+    from annotator.threads import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

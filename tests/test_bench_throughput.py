@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from annotator.bench import monitor
 from annotator.bench import throughput as tp
 
 TINY = tp.BenchSettings(instances=12, big_instances=36, batch_size=4, crop_size=32, num_images=2, shard_size=6,
@@ -61,8 +62,8 @@ def test_peak_memory_tracks_driver_and_a_worker_by_title():
     code = (f"import time; x = b'\\x01' * ({worker_mib} << 20); t = time.process_time()\n"
             f"while time.process_time() - t < {busy_cpu_s}: pass\n"
             "print(time.process_time(), flush=True); time.sleep(1.5)")
-    with tp.PeakMemory(poll_s=0.1) as mem:
-        proc = subprocess.Popen([sys.executable, "-c", code, tp.WORKER_ROLES["actor"]],  # title names the role
+    with monitor.PeakMemory(poll_s=0.1) as mem:
+        proc = subprocess.Popen([sys.executable, "-c", code, monitor.WORKER_ROLES["actor"]],  # title names the role
                                 stdout=subprocess.PIPE, text=True)
         own_cpu_s = float(proc.stdout.readline())
         assert proc.wait(timeout=60) == 0

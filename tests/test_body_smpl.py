@@ -164,5 +164,11 @@ def test_bad_shapes_and_betas(smpl_arrays, tmp_path):
     good.write_bytes(pickle.dumps(smpl_arrays))
     with pytest.raises(ValueError, match="only 10 shape components"):
         load_body_model(BodyModelConfig(kind="smpl", path=str(good), num_betas=16))
+    sixteen = tmp_path / "sixteen.pkl"  # smplx keeps 10 components of a model with fewer than 300
+    sixteen.write_bytes(pickle.dumps(dict(smpl_arrays, shapedirs=np.concatenate(
+        [smpl_arrays["shapedirs"], smpl_arrays["shapedirs"][..., :6]], axis=-1))))
+    with pytest.raises(ValueError, match="smplx uses only 10 of this model's 16 shape components"):
+        load_body_model(BodyModelConfig(kind="smpl", path=str(sixteen), num_betas=12))
+    assert load_body_model(BodyModelConfig(kind="smpl", path=str(sixteen), num_betas=10)).num_betas == 10
     with pytest.raises(FileNotFoundError, match="missing.pkl does not exist"):
         load_body_model(BodyModelConfig(kind="smpl", path=str(tmp_path / "missing.pkl")))

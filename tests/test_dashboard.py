@@ -23,9 +23,10 @@ from PIL import Image
 
 from annotator.body.joints import COCO17_NAMES
 from annotator.evaluation import cli as eval_cli
-from annotator.evaluation import dashboard
+from annotator.evaluation import dashboard, plots
 from test_overlay import ANNOTATION_OFFSET, DATASET, UNANNOTATED_JOINT, write_run
 
+SVG_NS, XLINK_NS = "http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -220,8 +221,15 @@ def test_dashboard_is_self_contained(run):
     _write_reports(root)
     html = dashboard.build_dashboard(str(root), worst=0)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
-    assert "@import" not in html and "url(" not in html
-    assert re.findall(r"https?://[^\s\"'<>]+", html) == ["http://www.w3.org/2000/svg"] * html.count("<svg ")
+    assert "@import" not in html and not re.search(r"url\((?!#)", html)  # only the charts' own clip paths
+    # the only URLs are the SVG and XLink namespace names of the inline charts (never fetched)
+    urls = re.findall(r"https?://[^\s\"'<>]+", html)
+    assert set(urls) == {SVG_NS, XLINK_NS} and urls.count(SVG_NS) == html.count("<svg ") == 4
+    assert "<?xml" not in html and "<!DOCTYPE svg" not in html and "<metadata" not in html
+    assert "<text" not in html  # chart glyphs are paths: no font is needed
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids))  # the charts' definitions do not clash
+    assert set(re.findall(r'(?:href="#|url\(#)([^")]+)', html)) <= set(ids)
 
 
 def test_report_cli_default_path_and_errors(run, tmp_path, capsys):
@@ -240,10 +248,84 @@ def test_report_cli_default_path_and_errors(run, tmp_path, capsys):
     assert "annotator report: error:" in capsys.readouterr().err
 
 
-def test_nice_ticks():
-    assert dashboard.nice_ticks(37.0).tolist() == [0, 10, 20, 30, 40]
-    assert dashboard.nice_ticks(0.9).tolist() == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    assert dashboard.nice_ticks(3).tolist() == [0, 1, 2, 3]
+def _titles(svg: str) -> list[str]:
+    return re.findall(r"<title>(.*?)</title>", svg)
+
+
+def _hex(patch) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(patch.get_facecolor())
+
+
+def test_histogram_figure_bars_counts_and_nan():
+    values = {"prior": np.array([10.0, 20.0, 60.0, np.nan]), "final": np.array([5.0, 12.5, 30.0])}
+    chart = plots.histogram(values, "2D error (px)", dashboard.OUTPUT_COLOURS, bins=4, clip_percentile=100.0)
+    bars = chart.ax.patches
+    assert len(bars) == 4 * 2  # one bar per bin and output
+    by_output = {o: [b for b in bars if _hex(b) == c] for o, c in dashboard.OUTPUT_COLOURS.items()}
+    assert [b.get_height() for b in by_output["prior"]] == [1, 1, 0, 1]  # bins of 15 px; the NaN is skipped
+    assert [b.get_height() for b in by_output["final"]] == [2, 0, 1, 0]
+    assert [b.get_x() for b in by_output["prior"]] == pytest.approx([0, 15, 30, 45])
+    assert [t.get_text() for t in chart.figure.legends[0].get_texts()] == ["prior", "final"]
+    assert chart.ax.get_xlabel() == "2D error (px)" and chart.ax.get_ylabel() == "samples"
+    assert chart.ax.get_title(loc="left") == ""  # nothing cut off
+    svg = chart.svg("chart histogram")
+    assert svg.startswith('<svg class="chart histogram" role="img" ') and svg.endswith("</svg>")
+    assert _titles(svg) == [f"prior: {r}: {n} samples" for r, n in zip(["0\u201315", "15\u201330", "30\u201345", "45\u201360"],
+                                                                     [1, 1, 0, 1])] + \
+        [f"final: {r}: {n} samples" for r, n in zip(["0\u201315", "15\u201330", "30\u201345", "45\u201360"], [2, 0, 1, 0])]
+    assert plots.histogram({"prior": np.array([np.nan])}, "x") is None
+    assert dashboard.histogram_svg({"prior": np.array([np.nan])}, "x") == '<p class="note">no values</p>'
+
+
+def test_histogram_figure_overflow_bin():
+    values = {"final": np.r_[np.arange(1.0, 1000.0), 1e6]}  # one outlier past the 99th percentile
+    chart = plots.histogram(values, "MPJPE (mm)", dashboard.OUTPUT_COLOURS, bins=10)
+    heights = [b.get_height() for b in chart.ax.patches]
+    assert sum(heights) == 1000 and chart.ax.get_xlim()[1] < 1000  # the outlier is counted in the last bin
+    assert chart.ax.get_title(loc="left").startswith("last bin: all values > ")
+    tips = _titles(chart.svg())
+    assert tips[-1].startswith("final: \u2265 ") and tips[-1].endswith(f": {int(heights[-1])} samples")
+
+
+def test_grouped_bars_figure_values_and_nan():
+    series = {"prior": np.array([1.0, np.nan, 3.0]), "final": np.array([2.0, 4.0, 6.5])}
+    chart = plots.grouped_bars(["nose", "left_eye", "right_eye"], series, "mean 3D error (mm)", "mm",
+                               dashboard.OUTPUT_COLOURS)
+    bars = chart.ax.patches
+    assert len(bars) == 5  # the NaN draws no bar
+    assert [(_hex(b), b.get_height()) for b in bars] == [
+        ("#7f93b8", 1.0), ("#7f93b8", 3.0), ("#e07b39", 2.0), ("#e07b39", 4.0), ("#e07b39", 6.5)]
+    centres = [b.get_x() + b.get_width() / 2 for b in bars]
+    assert centres == pytest.approx([-0.2, 1.8, 0.2, 1.2, 2.2])  # prior left of final in each group
+    assert [t.get_text() for t in chart.ax.get_xticklabels()] == ["nose", "left_eye", "right_eye"]
+    assert chart.ax.get_ylabel() == "mean 3D error (mm)"
+    svg = chart.svg("chart bars")
+    assert _titles(svg) == ["prior nose: 1.0 mm", "prior right_eye: 3.0 mm", "final nose: 2.0 mm",
+                            "final left_eye: 4.0 mm", "final right_eye: 6.5 mm"]
+    assert 'width="560" height="260" viewBox="0 0 560 260"' in svg  # px, room for the joint names
+    assert plots.grouped_bars(["a"], {"prior": np.array([np.nan])}, "y") is None
+    assert plots.grouped_bars(["a"], {}, "y") is None
+    assert dashboard.bar_chart_svg(["a"], {"prior": np.array([0.0])}, "y") == '<p class="note">no annotated joints</p>'
+
+
+def test_chart_svg_is_valid_inline_and_deterministic():
+    import xml.etree.ElementTree as ET
+
+    def make():
+        return plots.grouped_bars(["a", "b"], {"prior": np.array([1.0, 2.0]), "final": np.array([3.0, np.nan])}, "y")
+
+    svg = make().svg("chart bars")
+    assert svg == make().svg("chart bars")  # same bytes on every call (fixed hash salt, no date)
+    root = ET.fromstring(svg)  # well-formed XML once the prolog is gone
+    assert root.tag == f"{{{SVG_NS}}}svg" and root.get("class") == "chart bars"
+    assert not root.findall(f".//{{{SVG_NS}}}text") and not root.findall(f".//{{{SVG_NS}}}image")
+    assert re.findall(r"https?://[^\s\"'<>]+", svg) == [XLINK_NS, SVG_NS]
+    other = plots.histogram({"prior": np.array([1.0, 2.0])}, "x").svg()
+    ids, other_ids = (set(re.findall(r'\bid="([^"]+)"', s)) for s in (svg, other))
+    assert ids and other_ids and not ids & other_ids  # two charts on one page: no clashing ids
+    assert set(re.findall(r'(?:href="#|url\(#)([^")]+)', svg)) == ids  # every definition used, every use defined
 
 
 def _chromium(page: Path, tmp_path: Path) -> tuple[str, list[str]]:

@@ -23,6 +23,7 @@ from annotator.data.pseudo_gt import to_table
 from annotator.evaluation import cli as eval_cli
 from annotator.evaluation import overlay
 from annotator.geometry.cameras import perspective_projection
+from annotator.render import DEFAULT_LIGHT
 
 DATASET = "toy"
 # (image, transl) per person; two people share the first image.
@@ -146,7 +147,7 @@ def test_silhouette_matches_projected_vertices(body_model):
     assert head[:, 1].max() < ys.min() + 0.15 * (ys.max() - ys.min())
     # shading: lit pixels are in [ambient * albedo, albedo], background is zero
     albedo = overlay.PERSON_COLOURS[0]
-    assert (rgb[mask] <= albedo + 1e-5).all() and (rgb[mask] >= overlay.AMBIENT * albedo - 1e-5).all()
+    assert (rgb[mask] <= albedo + 1e-5).all() and (rgb[mask] >= DEFAULT_LIGHT.ambient * albedo - 1e-5).all()
     assert (rgb[~mask] == 0).all()
 
 

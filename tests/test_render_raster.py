@@ -5,7 +5,8 @@ import math
 
 import torch
 
-from annotator.render.raster import barycentrics, lambert_shade, rasterize, vertex_normals
+from annotator.render.raster import barycentrics, rasterize, vertex_normals
+from annotator.render.shade import Light, lambert_shade
 
 
 def _quad(x0, y0, x1, y1, z):
@@ -85,6 +86,6 @@ def test_sphere_area_barycentrics_and_shading():
     # light from the camera: the sphere centre pixel is the brightest, the rim dark
     n = (normals[faces[face]] * bary[..., None]).sum(1)
     shade = lambert_shade(torch.ones(len(pix), 3), n, torch.tensor([0.0, 0.0, 1.0]).expand(len(pix), 3),
-                          torch.tensor([0.0, 0.0, -1.0]), ambient=0.2)
+                          Light(direction=(0.0, 0.0, -1.0), ambient=0.2))
     centre = int(torch.nonzero(pix == 64 * 128 + 64)[0])
     assert shade[centre, 0] > 0.99 and shade[:, 0].min() < 0.45

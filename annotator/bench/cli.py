@@ -5,8 +5,8 @@
 * ``throughput``: the inference pipeline vs the bare model, actor scaling, memory vs
   manifest size, decode and finetune rates (:mod:`annotator.bench.throughput`);
 * ``smplify``: the fitting baseline alone on synthetic people (:mod:`annotator.bench.smplify`);
-* ``body`` / ``synth``: the same measurements as ``annotator body bench`` and
-  ``annotator synth bench`` (body-model forward; synthetic data generation).
+* ``body``: body-model forward time, median ms per batch size (:mod:`annotator.bench.body`);
+* ``synth``: the same measurement as ``annotator synth bench`` (synthetic data generation).
 """
 from __future__ import annotations
 
@@ -38,8 +38,11 @@ def add_commands(subparsers) -> None:
                    help="skip the finetune measured through Ray Train (saves ~2 min)")
     t.set_defaults(func=_throughput)
 
-    b = sub.add_parser("body", help="body-model forward time (= annotator body bench)")
-    b.add_argument("--device", default="cpu")
+    b = sub.add_parser("body", help="forward time of the body model (median ms)")
+    b.add_argument("--kind", choices=["open", "smpl"], default="open")
+    b.add_argument("--path", default=None, help="model pkl (required for --kind smpl)")
+    b.add_argument("--cache-dir", default=None, help="project cache (default $ANNOTATOR_CACHE_DIR)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     b.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     b.add_argument("--repeats", type=int, default=20)
     b.set_defaults(func=_body)
@@ -113,16 +116,15 @@ def _throughput(args: argparse.Namespace) -> int:
 
 
 def _body(args: argparse.Namespace) -> int:
-    import torch
-
-    from annotator.body import load_body_model
-    from annotator.body.cli import bench_forward
+    from annotator.bench.body import run
     from annotator.config import BodyModelConfig
 
-    model = load_body_model(BodyModelConfig(), device=args.device)
-    res = bench_forward(model, tuple(args.batch), args.repeats)
-    print(json.dumps({"model_id": model.model_id, "device": args.device, "threads": torch.get_num_threads(),
-                      "repeats": args.repeats, **res}, indent=2))
+    kw = {"kind": args.kind}
+    if args.path:
+        kw["path"] = args.path
+    if args.cache_dir:
+        kw["cache_dir"] = args.cache_dir
+    print(json.dumps(run(BodyModelConfig(**kw), args.device, tuple(args.batch), args.repeats), indent=2))
     return 0
 
 

@@ -26,10 +26,9 @@ machine and on whatever else runs on it):
   predictions as the stored priors; its ``samples_per_s`` is the training loop's own epoch
   rate, ``end_to_end_samples_per_s`` includes the trainer's start-up.
 
-Peak memory is read from ``/proc/<pid>/status`` (``VmHWM``, reset through
-``/proc/<pid>/clear_refs`` at the start of each run where the kernel allows it, else the
-largest sampled ``VmRSS``); Ray workers are found as descendants of this process, so the
-worker numbers are only available on a Ray cluster started by the bench itself.
+Peak memory and worker CPU seconds come from :class:`annotator.bench.monitor.PeakMemory`
+(``/proc`` sampling); Ray workers are found as descendants of this process, so the worker
+numbers are only available on a Ray cluster started by the bench itself.
 """
 from __future__ import annotations
 
@@ -38,7 +37,6 @@ import os
 import resource
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -48,7 +46,9 @@ import pyarrow as pa
 import torch
 
 from annotator import storage
+from annotator.bench.monitor import WORKER_ROLES, PeakMemory
 from annotator.config import BodyModelConfig, CropConfig, DatasetConfig, JobConfig, ManifestConfig
+from annotator.threads import torch_threads
 
 log = logging.getLogger("annotator")
 
@@ -61,21 +61,14 @@ STEP = "reinfer"
 #: (with fewer, the 2-actor run would starve its decode stage). On a 2-core machine this
 #: over-subscribes the cores, which bounds the scaling that can be observed.
 MIN_RAY_CPUS = 4
-#: Seconds between memory samples of the driver and the Ray workers.
-MEMORY_POLL_S = 0.25
 #: Torch threads of one inference actor / train worker: Ray sets ``OMP_NUM_THREADS`` to a
 #: worker's CPU count, and both request 1 CPU by default (``ray.*`` config).
 WORKER_THREADS = 1
-#: Process-title fragments of the Ray workers whose memory is tracked (Ray titles a
-#: worker ``ray::<task or actor>``; Ray Data names map stages after their function/class).
-WORKER_ROLES = {"actor": "Predictor", "decode": "decode_batch"}
 #: Top-level keys of the result document (``--out`` JSON); extra numbers go under "detail".
 RESULT_KEYS = ("efficiency", "scaling_2v1", "rss_ratio_20k_vs_2k", "decode_images_per_s_per_core",
                "finetune_samples_per_s", "train_efficiency", "train_startup_s", "device")
 #: Decimal places kept for ratios and rates in the result JSON.
 DIGITS = 3
-#: Kernel clock ticks per second, the unit of the CPU times in ``/proc/<pid>/stat``.
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -197,157 +190,6 @@ def decoded_batches(inputs: Inputs, n_batches: int, batch_size: int) -> list[dic
             for i in range(n_batches)]
 
 
-# ----------------------------------------------------------------------------- memory
-def _status_kb(pid: int | str, key: str) -> int | None:
-    """A ``kB`` field of ``/proc/<pid>/status`` (None if the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _cpu_seconds(pid: int | str) -> float | None:
-    """User + system CPU seconds a process has used so far (``/proc/<pid>/stat`` fields 14-15;
-    None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": field 3 is fields[0]
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _reset_peak(pid: int) -> bool:
-    """Reset a process's ``VmHWM`` to its current RSS (Linux ``clear_refs`` value 5)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _descendants(root_pid: int) -> dict[int, str]:
-    """``{pid: process title}`` of every live descendant of ``root_pid``."""
-    parent, title = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        pid = int(entry)
-        parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after "(comm)"
-        title[pid] = cmd.replace(b"\0", b" ").decode(errors="replace").strip()
-    out = {}
-    for pid in parent:
-        p = parent[pid]
-        while p > 1 and p != root_pid:
-            p = parent.get(p, 0)
-        if p == root_pid and pid != root_pid:
-            out[pid] = title[pid]
-    return out
-
-
-def _role(title: str) -> str | None:
-    for role, fragment in WORKER_ROLES.items():  # "Predictor" first: a fused stage counts as the actor
-        if fragment in title:
-            return role
-    return None
-
-
-class PeakMemory:
-    """Context manager: peak RSS (MiB) and CPU seconds of this process's Ray workers by role,
-    and the driver's peak RSS.
-
-    A background thread samples every :data:`MEMORY_POLL_S`; a worker's peak is its
-    ``VmHWM`` (the kernel's own high-water mark, so short spikes between samples count),
-    reset on entry for task workers that already exist (Ray reuses them); actors that
-    exist on entry belong to an earlier run and are ignored. A worker's CPU seconds are
-    counted from entry (or its start) to its last sample; a reused task worker also counts
-    the other tasks it ran in between (the read and repartition tasks of the run).
-
-    CPU seconds, unlike rates, barely depend on what else runs on the machine: the
-    actor's CPU seconds per row bound the rate one actor reaches on free cores."""
-
-    def __init__(self, poll_s: float = MEMORY_POLL_S):
-        self.poll_s = poll_s
-        self.pid = os.getpid()
-        self.driver_kb = 0
-        self.driver_start_kb = 0
-        self.workers: dict[int, tuple[str, int]] = {}  # pid -> (role, peak kB)
-        self.cpu: dict[int, float] = {}  # pid -> CPU seconds at the last sample
-        self.cpu_start: dict[int, float] = {}  # pid -> CPU seconds on entry (reused task workers)
-        self.actor_titles: set[str] = set()
-        self.before: set[int] = set()  # workers of earlier runs (e.g. an actor still shutting down)
-        self.driver_reset = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bench-peak-memory", daemon=True)
-
-    def __enter__(self) -> "PeakMemory":
-        self.driver_start_kb = _status_kb(self.pid, "VmRSS") or 0
-        self.driver_reset = _reset_peak(self.pid)
-        for pid, title in _descendants(self.pid).items():
-            if _role(title) == "actor":
-                self.before.add(pid)
-            else:  # task workers are reused across runs: count this run's peak and CPU only
-                _reset_peak(pid)
-                self.cpu_start[pid] = _cpu_seconds(pid) or 0.0
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self._sample()
-
-    def _sample(self) -> None:
-        key = "VmHWM" if self.driver_reset else "VmRSS"
-        self.driver_kb = max(self.driver_kb, _status_kb(self.pid, key) or 0)
-        for pid, title in _descendants(self.pid).items():
-            if pid in self.before:
-                continue
-            role = _role(title) or (self.workers.get(pid, (None, 0))[0])
-            if role is None:
-                continue
-            if role == "actor":
-                self.actor_titles.add(title)
-            hwm = _status_kb(pid, "VmHWM") or 0
-            self.workers[pid] = (role, max(hwm, self.workers.get(pid, (role, 0))[1]))
-            cpu = _cpu_seconds(pid)
-            if cpu is not None:
-                self.cpu[pid] = cpu
-
-    def peak_mib(self, role: str) -> float | None:
-        """Largest peak over the workers of ``role`` (None if none was seen)."""
-        peaks = [kb for r, kb in self.workers.values() if r == role]
-        return round(max(peaks) / 1024.0, 1) if peaks else None
-
-    def count(self, role: str) -> int:
-        return sum(1 for r, _ in self.workers.values() if r == role)
-
-    def cpu_s(self, role: str) -> float:
-        """CPU seconds the workers of ``role`` used during the block (0.0 if none was seen)."""
-        return round(sum(self.cpu.get(pid, 0.0) - self.cpu_start.get(pid, 0.0)
-                         for pid, (r, _) in self.workers.items() if r == role), 2)
-
-    @property
-    def driver_mib(self) -> float:
-        return round(self.driver_kb / 1024.0, 1)
-
-
 # ----------------------------------------------------------------------------- measurements
 @dataclass
 class Timer:
@@ -362,20 +204,6 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.wall, self.cpu = time.perf_counter() - self._w, time.process_time() - self._c
-
-
-class _Threads:
-    """Temporarily run torch with ``n`` intra-op threads."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self) -> None:
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.old)
 
 
 def bare_model_rate(inputs: Inputs, n_batches: int, batch_size: int) -> dict[str, float]:
@@ -399,7 +227,7 @@ def bare_model_rate(inputs: Inputs, n_batches: int, batch_size: int) -> dict[str
                 pred = net(**net_inputs(batch))
             decode({k: v.float() for k, v in pred.items()}, batch, body, convention=TRAIN_CONVENTION)
 
-    with _Threads(WORKER_THREADS):
+    with torch_threads(WORKER_THREADS):
         step()
         sync()
         with Timer() as t:
@@ -452,7 +280,7 @@ def decode_rate(inputs: Inputs, repeats: int, batch_size: int) -> dict[str, floa
     starts = range(0, len(paths), batch_size)
     images = sum(len(set(paths[i:i + batch_size])) for i in starts) * repeats  # each decoded once per call
     crop = inputs.cfg.crop
-    with _Threads(1):
+    with torch_threads(1):
         load_crops(paths[:batch_size], boxes[:batch_size], crop.size, crop.bbox_scale)  # warm-up
         with Timer() as t:
             for _ in range(repeats):
@@ -471,11 +299,11 @@ def finetune_rate(inputs: Inputs, shards: list[str], steps: int, batch_size: int
     for ``steps`` optimiser steps after one warm-up step, on the worker's thread count."""
     from annotator.data import crop_cache
     from annotator.steps.runtime import load_network, pick_device
-    from annotator.steps.train import load_rows
+    from annotator.steps.train import load_rows, train_settings
     from annotator.steps.trainer import StepSettings, Trainer, epoch_order
 
     cfg = inputs.cfg
-    tcfg = cfg.finetune.model_copy(update={"batch_size": batch_size})
+    tcfg = train_settings(cfg, "finetune").model_copy(update={"batch_size": batch_size})
     device = pick_device(cfg)
     torch.manual_seed(tcfg.seed)
     cache_dir = storage.join(inputs.root, "crops-in-process")
@@ -489,13 +317,12 @@ def finetune_rate(inputs: Inputs, shards: list[str], steps: int, batch_size: int
     body = inputs.body.to(device)
     rows = load_rows(spec, cfg, body)
     net = load_network(cfg, inputs.weights, device)
-    trainer = Trainer(net, body, tcfg, StepSettings(mode="finetune", crop_size=cfg.crop.size,
-                                                    augment=tcfg.augment, reprojection=tcfg.reprojection,
-                                                    use_prior_reg=tcfg.use_prior_reg), device, total_steps=steps + 1)
+    # the training step's own settings (loss mode, augmentation, reprojection, prior regulariser)
+    trainer = Trainer(net, body, tcfg, StepSettings.of(tcfg, cfg.crop.size), device, total_steps=steps + 1)
     order = epoch_order(len(rows), tcfg.seed, 0)
     order = order.repeat((steps + 1) * batch_size // max(len(order), 1) + 1)[: (steps + 1) * batch_size]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with _Threads(WORKER_THREADS):
+    with torch_threads(WORKER_THREADS):
         trainer.epoch(rows, order[:batch_size], 1)  # warm-up
         sync()
         with Timer() as t:
@@ -521,7 +348,7 @@ def finetune_ray_train_rate(inputs: Inputs, shards: list[str], batch_size: int, 
     cfg = inputs.cfg
     cfg = cfg.model_copy(update={
         "finetune": cfg.finetune.model_copy(update={"epochs": 1, "batch_size": batch_size}),
-        "steps": [s for s in cfg.steps if s != "train-prior"],  # no VPoser, as in finetune_rate
+        "steps": [s for s in cfg.steps if s != "train-pose-prior"],  # no VPoser, as in finetune_rate
         "ray": cfg.ray.model_copy(update={"num_workers": 1}),
     })
     layout = RunLayout(storage.join(inputs.root, "runs", label))

@@ -1,14 +1,12 @@
-"""``annotator body ...``: build/inspect/convert/render/benchmark the body model.
+"""``annotator body ...``: build/inspect/convert/render the body model.
 
 Sub-commands: ``info``, ``build-open [--force]``, ``convert-smpl IN OUT``,
-``render --out body.png``, ``bench``.
+``render --out body.png``. Its forward time: ``annotator bench body``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
@@ -99,7 +97,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from annotator.body.model import load_body_model
-    from annotator.body.render import render_grid, save_png
+    from annotator.render.preview import render_grid, save_png
 
     model = load_body_model(_config(args))
     with torch.no_grad():
@@ -112,41 +110,8 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_forward(model, batch_sizes=(1, 64), repeats: int = 20) -> dict[str, float]:
-    """Median forward time (ms) per batch size, after one warm-up call (seeded random poses)."""
-    dev = model.smpl.v_template.device
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    out = {}
-    with torch.no_grad():
-        for b in batch_sizes:
-            g = torch.Generator().manual_seed(0)
-            args = [0.2 * torch.randn(b, 3, generator=g), 0.2 * torch.randn(b, 69, generator=g),
-                    torch.randn(b, model.num_betas, generator=g)]
-            args = [a.to(dev) for a in args]
-            model(*args)
-            times = []
-            for _ in range(repeats):
-                sync()
-                t = time.perf_counter()
-                model(*args)
-                sync()
-                times.append((time.perf_counter() - t) * 1000.0)
-            out[f"batch_{b}_ms"] = round(statistics.median(times), 2)
-    return out
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from annotator.body.model import load_body_model
-
-    model = load_body_model(_config(args), device=args.device)
-    res = bench_forward(model, tuple(args.batch), args.repeats)
-    print(json.dumps({"model_id": model.model_id, "device": args.device, "threads": torch.get_num_threads(),
-                      "repeats": args.repeats, **res}, indent=2))
-    return 0
-
-
 def add_commands(subparsers) -> None:
-    body = subparsers.add_parser("body", help="body model: info, build-open, convert-smpl, render, bench")
+    body = subparsers.add_parser("body", help="body model: info, build-open, convert-smpl, render")
     sub = body.add_subparsers(dest="body_command", required=True)
 
     p = sub.add_parser("info", help="print the body model summary")
@@ -168,10 +133,3 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--tile", type=int, default=360, help="side of each view in px")
     p.set_defaults(func=_render)
-
-    p = sub.add_parser("bench", help="forward time of the body model (median ms)")
-    _add_model_args(p)
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 64])
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.set_defaults(func=_bench)

@@ -180,6 +180,10 @@ def build_body_model(data: dict[str, Any], path: str, checksum: str, num_betas: 
         smpl = smplx.SMPL(model_path=path, data_struct=Struct(**data), num_betas=num_betas,
                           create_betas=False, create_global_orient=False, create_body_pose=False,
                           create_transl=False, dtype=torch.float32)
+    if smpl.num_betas != num_betas:  # smplx silently keeps 10 of a model with fewer than 300 components
+        raise ValueError(f"{storage.redact(path)}: body_model.num_betas={num_betas} but smplx uses only "
+                         f"{smpl.num_betas} of this model's {available} shape components (models with fewer "
+                         f"than {smplx.SMPL.SHAPE_SPACE_DIM} components give at most 10)")
     if model_id is None:
         model_id = str(data.get("model_id") or f"smpl:{os.path.basename(path.rstrip('/'))}")
     info = {k: data[k] for k in ("build_info",) if k in data}

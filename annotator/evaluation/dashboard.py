@@ -1,6 +1,7 @@
 """The offline HTML quality dashboard of a run (``annotator report RUN_DIR``).
 
-One self-contained HTML file: inline CSS, inline SVG charts drawn here in Python, mesh
+One self-contained HTML file: inline CSS, inline SVG charts drawn with matplotlib
+(:mod:`annotator.evaluation.plots`; glyphs as paths, hover text on every bar), mesh
 overlays embedded as base64 PNG and a few lines of inline script (sortable tables). No
 CDN, fonts or any other external resource, so it opens from disk, an object store or
 an e-mail attachment alike. Per target dataset it shows:
@@ -22,7 +23,6 @@ from __future__ import annotations
 import base64
 import html
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -33,14 +33,15 @@ import torch
 from annotator import storage
 from annotator.body.joints import COCO17_NAMES, TRAIN_CONVENTION
 from annotator.config import STEPS
-from annotator.evaluation import overlay
+from annotator.evaluation import overlay, plots
 from annotator.evaluation.metrics import joint_errors
 from annotator.evaluation.reports import read_parquet_dir, read_parquet_file
+from annotator.layout import RunLayout
 
 log = logging.getLogger("annotator")
 
-OUTPUT_DIRS = {"prior": "prior", "final": "pseudo_gt"}
-"""Report ``output`` label -> the run sub-directory holding that output."""
+OUTPUTS = {"prior": "prior", "final": "pseudo_gt"}
+"""Report ``output`` label -> the kind of run output it is (:data:`annotator.layout.OUTPUT_KINDS`)."""
 OUTPUT_COLOURS = {"prior": "#7f93b8", "final": "#e07b39"}
 
 
@@ -72,12 +73,6 @@ counted in the last bin (labelled as an overflow) so one outlier does not squash
 chart."""
 WORST_TILE = 240
 """Longest image side (px) of the embedded worst-sample overlays (keeps the HTML small)."""
-CHART_W, CHART_H = 560, 220
-"""Size of every SVG chart (px)."""
-MARGIN = {"left": 52, "right": 12, "top": 22, "bottom": 40}
-"""Chart margins (px) around the plotting area: room for tick labels and axis titles."""
-LABEL_ROOM = 40
-"""Extra height (px) under a bar chart for its category names, written at 45 degrees."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -101,19 +96,21 @@ class DatasetReport:
 
 def dataset_names(run_dir: str) -> list[str]:
     """Datasets with an output or a report in the run, sorted."""
+    layout = RunLayout(run_dir)
     names = set()
-    for sub in OUTPUT_DIRS.values():
-        names.update(p.rstrip("/").rsplit("/", 1)[-1] for p in storage.listdir(storage.join(run_dir, sub)))
+    for kind in OUTPUTS.values():
+        root = layout.output_dir(kind)
+        names.update(p.rstrip("/").rsplit("/", 1)[-1] for p in storage.listdir(root))
     names.update(p.rsplit("/", 1)[-1][: -len(".parquet")]
-                 for p in storage.listdir(storage.join(run_dir, "reports", "per_sample"), ".parquet"))
+                 for p in storage.listdir(layout.per_sample_dir(), ".parquet"))
     return sorted(n for n in names if not n.startswith((".", "_")))
 
 
 def read_outputs(run_dir: str, dataset: str, columns: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """``{"prior": df, "final": df}`` of the outputs the run has for ``dataset``."""
-    out = {}
-    for label, sub in OUTPUT_DIRS.items():
-        df = read_parquet_dir(storage.join(run_dir, sub, dataset), columns)
+    layout, out = RunLayout(run_dir), {}
+    for label, kind in OUTPUTS.items():
+        df = read_parquet_dir(layout.output(kind, dataset), columns)
         if not df.empty:
             out[label] = df
     return out
@@ -122,7 +119,7 @@ def read_outputs(run_dir: str, dataset: str, columns: list[str] | None = None) -
 def per_sample_table(run_dir: str, dataset: str, outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The run's ``reports/per_sample/<dataset>.parquet``, or (no report step in the job)
     the same table's 2D columns built from the outputs themselves."""
-    path = storage.join(run_dir, "reports", "per_sample", f"{dataset}.parquet")
+    path = RunLayout(run_dir).per_sample(dataset)
     if storage.exists(path):
         df = read_parquet_file(path)
         missing = {"sample_id", "output"} - set(df.columns)
@@ -146,7 +143,7 @@ def comparison_table(per_sample: pd.DataFrame) -> pd.DataFrame:
     table = grouped[cols].mean() if cols else pd.DataFrame(index=list(grouped.groups))
     table.insert(0, "samples", grouped["sample_id"].nunique())
     table.insert(0, "method", grouped["method"].first() if "method" in per_sample else "")
-    order = [o for o in OUTPUT_DIRS if o in table.index] + [o for o in table.index if o not in OUTPUT_DIRS]
+    order = [o for o in OUTPUTS if o in table.index] + [o for o in table.index if o not in OUTPUTS]
     return table.loc[order]
 
 
@@ -197,7 +194,7 @@ def worst_samples(per_sample: pd.DataFrame, k: int) -> tuple[list[str], str]:
 def read_steps(run_dir: str) -> list[dict]:
     """``state/<step>.json`` records (step, seconds, completed_at), in completion order."""
     steps = []
-    for path in storage.listdir(storage.join(run_dir, "state"), ".json"):
+    for path in storage.listdir(RunLayout(run_dir).state_dir(), ".json"):
         try:
             rec = storage.read_json(path)
         except (OSError, ValueError) as err:
@@ -208,17 +205,7 @@ def read_steps(run_dir: str) -> list[dict]:
     return sorted(steps, key=lambda s: str(s["completed_at"]))
 
 
-# ----------------------------------------------------------------------------- SVG charts
-
-
-def nice_ticks(vmax: float, count: int = 5) -> np.ndarray:
-    """Round tick values from 0 to at least ``vmax`` (steps 1, 2, 2.5 or 5 x 10^k)."""
-    if not math.isfinite(vmax) or vmax <= 0:
-        return np.array([0.0, 1.0])
-    raw = vmax / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    return np.arange(0, math.ceil(vmax / step - 1e-9) + 1) * step
+# ----------------------------------------------------------------------------- charts
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -235,112 +222,16 @@ def _float(value) -> float:
         return float("nan")
 
 
-def _tick_label(v: float) -> str:
-    return f"{v:g}"
-
-
-def _axes(y_ticks: np.ndarray, y_title: str, x_title: str, plot_w: float, plot_h: float,
-          height: int = CHART_H) -> list[str]:
-    """Y grid lines with tick labels, both axes and the axis titles of a chart ``height`` px high."""
-    left, top = MARGIN["left"], MARGIN["top"]
-    parts = []
-    for t in y_ticks:
-        y = top + plot_h * (1 - t / y_ticks[-1])
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                     f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{_tick_label(t)}</text>')
-    parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" class="axis"/>'
-                 f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" class="axis"/>')
-    parts.append(f'<text x="12" y="{top + plot_h / 2:.1f}" transform="rotate(-90 12 {top + plot_h / 2:.1f})" '
-                 f'text-anchor="middle">{html.escape(y_title)}</text>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">'
-                 f'{html.escape(x_title)}</text>')
-    return parts
-
-
-def _legend(labels: Sequence[str]) -> str:
-    x = CHART_W - MARGIN["right"]
-    parts = []
-    for label in reversed(list(labels)):
-        width = 14 + 7 * len(label)
-        x -= width + 8
-        parts.append(f'<rect x="{x}" y="4" width="10" height="10" fill="{OUTPUT_COLOURS.get(label, "#999")}"/>'
-                     f'<text x="{x + 14}" y="13">{html.escape(label)}</text>')
-    return "".join(parts)
-
-
 def histogram_svg(values: dict[str, np.ndarray], x_title: str, bins: int = HIST_BINS) -> str:
-    """Histogram of each output's values over shared bins (bars side by side per bin)."""
-    finite = {k: np.asarray(v, np.float64)[np.isfinite(v)] for k, v in values.items()}
-    finite = {k: v for k, v in finite.items() if v.size}
-    if not finite:
-        return '<p class="note">no values</p>'
-    pooled = np.concatenate(list(finite.values()))
-    hi = float(np.percentile(pooled, HIST_CLIP_PERCENTILE))
-    hi = hi if hi > 0 else float(pooled.max()) or 1.0
-    edges = np.linspace(0.0, hi, bins + 1)
-    counts = {k: np.histogram(np.clip(v, 0.0, hi), bins=edges)[0] for k, v in finite.items()}
-    overflow = bool((pooled > hi).any())
-    plot_w = CHART_W - MARGIN["left"] - MARGIN["right"]
-    plot_h = CHART_H - MARGIN["top"] - MARGIN["bottom"]
-    y_ticks = nice_ticks(max(int(c.max()) for c in counts.values()))
-    parts = _axes(y_ticks, "samples", x_title, plot_w, plot_h)
-    bin_w = plot_w / bins
-    bar_w = bin_w / len(counts)
-    for j, (label, c) in enumerate(counts.items()):
-        for i, n in enumerate(c):  # at most HIST_BINS x outputs SVG elements
-            h = plot_h * n / y_ticks[-1]
-            x = MARGIN["left"] + i * bin_w + j * bar_w
-            last = overflow and i == bins - 1
-            rng = f"&ge; {edges[i]:.3g}" if last else f"{edges[i]:.3g}&ndash;{edges[i + 1]:.3g}"
-            parts.append(f'<rect x="{x:.1f}" y="{MARGIN["top"] + plot_h - h:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                         f'height="{h:.1f}" fill="{OUTPUT_COLOURS.get(label, "#999")}">'
-                         f'<title>{html.escape(label)}: {rng}: {n} samples</title></rect>')
-    for t in nice_ticks(hi):
-        if t > hi:
-            break
-        x = MARGIN["left"] + plot_w * t / hi
-        parts.append(f'<text x="{x:.1f}" y="{MARGIN["top"] + plot_h + 14}" text-anchor="middle">'
-                     f'{_tick_label(t)}</text>')
-    if overflow:
-        parts.append(f'<text x="{MARGIN["left"]}" y="{MARGIN["top"] - 8}" '
-                     f'class="note">last bin: all values &gt; {edges[-2]:.3g} (range cut at the '
-                     f'{HIST_CLIP_PERCENTILE:g}th percentile)</text>')
-    parts.append(_legend(list(counts)))
-    return _svg(parts, "histogram")
+    """Inline SVG histogram of each output's values over shared bins (:func:`plots.histogram`)."""
+    chart = plots.histogram(values, x_title, OUTPUT_COLOURS, bins, HIST_CLIP_PERCENTILE)
+    return chart.svg("chart histogram") if chart else '<p class="note">no values</p>'
 
 
 def bar_chart_svg(categories: Sequence[str], series: dict[str, np.ndarray], y_title: str, unit: str = "px") -> str:
-    """Grouped vertical bars: one group per category, one bar per series."""
-    vmax = max((float(np.nanmax(v)) for v in series.values() if np.isfinite(v).any()), default=0.0)
-    if not series or vmax <= 0:
-        return '<p class="note">no annotated joints</p>'
-    height = CHART_H + LABEL_ROOM
-    plot_w = CHART_W - MARGIN["left"] - MARGIN["right"]
-    plot_h = height - MARGIN["top"] - MARGIN["bottom"] - LABEL_ROOM
-    y_ticks = nice_ticks(vmax)
-    parts = _axes(y_ticks, y_title, "", plot_w, plot_h, height)
-    group_w = plot_w / len(categories)
-    bar_w = 0.8 * group_w / len(series)
-    for i, cat in enumerate(categories):
-        x0 = MARGIN["left"] + i * group_w + 0.1 * group_w
-        for j, (label, vals) in enumerate(series.items()):
-            v = float(vals[i])
-            if not np.isfinite(v):
-                continue
-            h = plot_h * v / y_ticks[-1]
-            parts.append(f'<rect x="{x0 + j * bar_w:.1f}" y="{MARGIN["top"] + plot_h - h:.1f}" width="{bar_w:.1f}" '
-                         f'height="{h:.1f}" fill="{OUTPUT_COLOURS.get(label, "#999")}">'
-                         f'<title>{html.escape(label)} {html.escape(cat)}: {v:.1f} {html.escape(unit)}</title></rect>')
-        cx, cy = MARGIN["left"] + (i + 0.5) * group_w, MARGIN["top"] + plot_h + 8
-        parts.append(f'<text x="{cx:.1f}" y="{cy:.1f}" transform="rotate(-45 {cx:.1f} {cy:.1f})" '
-                     f'text-anchor="end">{html.escape(cat)}</text>')
-    parts.append(_legend(list(series)))
-    return _svg(parts, "bars", height=height)
-
-
-def _svg(parts: list[str], kind: str, height: int = CHART_H) -> str:
-    return (f'<svg class="chart {kind}" xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{height}" '
-            f'viewBox="0 0 {CHART_W} {height}" role="img">' + "".join(parts) + "</svg>")
+    """Inline SVG grouped bars: one group per category, one bar per output (:func:`plots.grouped_bars`)."""
+    chart = plots.grouped_bars(categories, series, y_title, unit, OUTPUT_COLOURS)
+    return chart.svg("chart bars") if chart else '<p class="note">no annotated joints</p>'
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -352,8 +243,7 @@ h3{font-size:15px;margin:18px 0 6px}.note{color:#666;font-size:12px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border:1px solid #ddd;padding:3px 8px}
 th{background:#eee;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.sortable th{cursor:pointer}.charts{display:flex;flex-wrap:wrap;gap:16px}
-svg.chart{background:#fff;border:1px solid #ddd}svg text{font-size:11px;fill:#333}
-svg .grid{stroke:#eee}svg .axis{stroke:#888}svg text.note{fill:#888;font-size:10px}
+svg.chart{background:#fff;border:1px solid #ddd;max-width:100%;height:auto}
 img.overlay{display:block;max-width:100%}.headline{font-weight:600}
 """
 SCRIPT = """
@@ -558,7 +448,7 @@ def build_dashboard(run_dir: str, worst: int = 6, body=None) -> str:
             body = overlay.run_body_model(run_dir)
         except FileNotFoundError as err:
             log.warning("dashboard: %s; worst samples are listed without overlays", err)
-    summary_path = storage.join(run_dir, "reports", "summary.json")
+    summary_path = RunLayout(run_dir).summary()
     summary = storage.read_json(summary_path) if storage.exists(summary_path) else {}
     run_name = storage.redact(run_dir).rstrip("/").rsplit("/", 1)[-1]
     sections = [dataset_html(build_report(run_dir, n, worst, body), summary.get("datasets", {}).get(n)) for n in names]
@@ -584,7 +474,7 @@ def build_dashboard(run_dir: str, worst: int = 6, body=None) -> str:
 
 def write_dashboard(run_dir: str, out: str | None = None, worst: int = 6, body=None) -> str:
     """Write the dashboard (default ``<run_dir>/reports/dashboard.html``); returns the path."""
-    out = out or storage.join(run_dir, "reports", "dashboard.html")
+    out = out or RunLayout(run_dir).dashboard()
     storage.write_bytes_atomic(out, build_dashboard(run_dir, worst, body).encode("utf-8"))
     return out
 
@@ -592,4 +482,4 @@ def write_dashboard(run_dir: str, out: str | None = None, worst: int = 6, body=N
 __all__ = ["Metric", "METRICS", "DatasetReport", "dataset_names", "read_outputs", "per_sample_table",
            "comparison_table", "per_joint_errors", "per_joint_table", "per_joint_3d_html", "run_overview_html",
            "worst_samples", "read_steps",
-           "nice_ticks", "histogram_svg", "bar_chart_svg", "build_report", "build_dashboard", "write_dashboard"]
+           "histogram_svg", "bar_chart_svg", "build_report", "build_dashboard", "write_dashboard"]

@@ -51,8 +51,9 @@ def root_align(joints: Tensor, root: Root) -> Tensor:
     return joints - joints[:, idx].mean(dim=1, keepdim=True)
 
 
-def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean over the last dim of ``(B, J)`` values where ``mask``; NaN where none valid."""
+def mean_over_valid_joints(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-row mean over the last (joint) dim of ``(..., J)`` values, counting only the joints
+    where ``mask`` is true (all if None); NaN for a row with no valid joint."""
     if mask is None:
         return values.mean(dim=-1)
     m = _expand_mask(mask, values)
@@ -63,7 +64,7 @@ def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
 
 def mpjpe(pred: Tensor, gt: Tensor, root: Root = None, mask: Tensor | None = None) -> Tensor:
     """Mean per-joint position error ``(B,)`` after aligning both roots (``root=None``: none)."""
-    return masked_mean(joint_errors(root_align(pred, root), root_align(gt, root)), mask)
+    return mean_over_valid_joints(joint_errors(root_align(pred, root), root_align(gt, root)), mask)
 
 
 def similarity_align(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -94,7 +95,7 @@ def similarity_align(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Te
 
 def pa_mpjpe(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
     """Procrustes-aligned MPJPE ``(B,)`` (similarity transform fitted on the valid joints)."""
-    return masked_mean(joint_errors(similarity_align(pred, gt, mask), gt), mask)
+    return mean_over_valid_joints(joint_errors(similarity_align(pred, gt, mask), gt), mask)
 
 
 def pve(pred_verts: Tensor, gt_verts: Tensor, pred_root: Tensor | None = None, gt_root: Tensor | None = None) -> Tensor:
@@ -111,7 +112,7 @@ def pve(pred_verts: Tensor, gt_verts: Tensor, pred_root: Tensor | None = None, g
 def per_axis_errors(pred: Tensor, gt: Tensor, root: Root = None, mask: Tensor | None = None) -> dict[str, Tensor]:
     """Mean absolute error per camera axis ``{"x", "y", "z"} -> (B,)`` after root alignment."""
     diff = (root_align(pred, root) - root_align(gt, root)).abs()
-    return {axis: masked_mean(diff[..., i], mask) for i, axis in enumerate("xyz")}
+    return {axis: mean_over_valid_joints(diff[..., i], mask) for i, axis in enumerate("xyz")}
 
 
 def orientation_error_deg(pred_axis_angle: Tensor, gt_axis_angle: Tensor) -> Tensor:
@@ -126,7 +127,7 @@ def orientation_error_deg(pred_axis_angle: Tensor, gt_axis_angle: Tensor) -> Ten
 def keypoint_error_2d(pred: Tensor, gt: Tensor, mask: Tensor | None = None, norm: Tensor | None = None) -> Tensor:
     """Mean 2D keypoint distance ``(B,)`` in px over valid joints; divided by ``norm``
     ``(B,)`` (e.g. the person box size) when given."""
-    err = masked_mean(joint_errors(pred, gt), mask)
+    err = mean_over_valid_joints(joint_errors(pred, gt), mask)
     return err if norm is None else err / norm
 
 
@@ -137,7 +138,7 @@ def pck_2d(pred: Tensor, gt: Tensor, ref_size: Tensor, alpha: float, mask: Tenso
     :func:`mpii_head_size`).
     """
     hit = (joint_errors(pred, gt) <= alpha * ref_size[:, None]).to(pred.dtype)
-    return masked_mean(hit, mask)
+    return mean_over_valid_joints(hit, mask)
 
 
 def mpii_head_size(head_boxes: Tensor) -> Tensor:
@@ -155,7 +156,7 @@ def pck_3d(
 ) -> Tensor:
     """3DPCK ``(B,)``: share of valid joints within ``threshold_mm`` after root alignment."""
     err_mm = joint_errors(root_align(pred, root), root_align(gt, root)) * mm_per_unit
-    return masked_mean((err_mm <= threshold_mm).to(pred.dtype), mask)
+    return mean_over_valid_joints((err_mm <= threshold_mm).to(pred.dtype), mask)
 
 
 def auc_3d(
@@ -170,7 +171,8 @@ def auc_3d(
     err_mm = joint_errors(root_align(pred, root), root_align(gt, root)) * mm_per_unit
     th = torch.as_tensor(thresholds_mm, dtype=pred.dtype, device=pred.device)
     hits = (err_mm[..., None] <= th).to(pred.dtype)  # (B, J, T)
-    per_threshold = masked_mean(hits.transpose(1, 2), None if mask is None else _expand_mask(mask, err_mm)[:, None, :])
+    joint_mask = None if mask is None else _expand_mask(mask, err_mm)[:, None, :]
+    per_threshold = mean_over_valid_joints(hits.transpose(1, 2), joint_mask)
     return per_threshold.mean(dim=-1)  # (B, T) -> (B,)
 
 

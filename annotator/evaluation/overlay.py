@@ -3,8 +3,8 @@
 For every selected image, all of its people are posed with the run's body model (one
 batched forward pass for the whole selection), projected with each row's own
 ``focal_length`` / ``principal_point`` (perspective, full-image px, OpenCV camera frame)
-and z-buffered together with the CPU rasteriser of :mod:`annotator.render.raster`,
-so people occlude each other correctly. The shaded meshes are alpha-blended over the
+and z-buffered and shaded together by the project's renderer (:func:`annotator.render.render_meshes`,
+default light), so people occlude each other correctly. The shaded meshes are alpha-blended over the
 photo; the predicted 2D keypoints (COCO-17 skeleton, person colour) and the dataset's
 annotated keypoints (white rings, confidence > 0) are drawn on top. An optional side
 view turns the same meshes 90 degrees about the camera's vertical axis (camera on the
@@ -31,7 +31,6 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from torch import Tensor
 
 from annotator import storage
-from annotator.render.raster import barycentrics, lambert_shade, rasterize, vertex_normals
 from annotator.body.joints import COCO17_SKELETON
 from annotator.evaluation.reports import (  # noqa: F401 - re-exported: the overlay API reads run data too
     align_annotations,
@@ -40,23 +39,17 @@ from annotator.evaluation.reports import (  # noqa: F401 - re-exported: the over
     stack_column,
 )
 from annotator.geometry.cameras import perspective_projection
+from annotator.layout import OUTPUT_KINDS, RunLayout
+from annotator.render import PerspectiveCameras, render_meshes
 
 log = logging.getLogger("annotator")
 
-OUTPUTS = {"pseudo_gt": "pseudo_gt", "prior": "prior"}
-"""``--output`` choice -> sub-directory of the run holding that output's Parquet."""
 PARAMS = ("global_orient", "body_pose", "betas", "transl")
 """Convention of the predicted ``keypoints_2d`` this module draws (the pipeline's output)."""
 
 MESH_ALPHA = 0.6
 """Opacity of the mesh over the photo: high enough to read the shape, low enough to see
 the limbs underneath."""
-AMBIENT = 0.35
-"""Share of light reaching every surface regardless of its orientation (keeps the
-shadowed side of a limb readable)."""
-LIGHT_DIR = torch.nn.functional.normalize(torch.tensor([0.3, -0.5, -1.0]), dim=0)
-"""Unit vector towards a distant light in the camera frame: right, above and behind the
-camera (OpenCV axes: y down, z forward), so frontal surfaces are lit."""
 PERSON_COLOURS = np.array([
     [0.55, 0.70, 0.95], [0.95, 0.65, 0.45], [0.55, 0.90, 0.60], [0.90, 0.55, 0.85],
     [0.95, 0.90, 0.45], [0.50, 0.90, 0.90], [0.80, 0.80, 0.80], [0.95, 0.55, 0.55],
@@ -137,30 +130,11 @@ def shade_meshes(vertices: Tensor, faces: Tensor, focal: Tensor, principal_point
     Returns ``(rgb (H, W, 3) float32 in [0, 1], mask (H, W) bool)``. All people go
     through one z-buffer, so the nearest surface wins across people.
     """
-    width, height = size
-    n_people, n_verts = vertices.shape[:2]
-    faces = faces.long()
+    n_people = vertices.shape[0]
     colours = PERSON_COLOURS if colours is None else np.asarray(colours, dtype=np.float64)
-    sxy = torch.tensor(scale, dtype=torch.float32)
-    screen = project_vertices(vertices.float(), focal.float(), principal_point.float())
-    screen = torch.cat([screen[..., :2] * sxy, screen[..., 2:]], dim=-1).reshape(-1, 3)
-    all_faces = (faces[None] + (torch.arange(n_people) * n_verts)[:, None, None]).reshape(-1, 3)
-    frags = rasterize(screen, all_faces, height, width)
-    pix, face, bary = barycentrics(screen, all_faces, frags)
-    normals = vertex_normals(vertices.float(), faces).reshape(-1, 3)
-    normal = (bary[..., None] * normals[all_faces[face]]).sum(dim=1)
-    person = torch.div(face, faces.shape[0], rounding_mode="floor")
-    # camera ray through each pixel centre, back in full-image px of that person's camera
-    u = ((pix % width).float() + 0.5) / sxy[0]
-    v = (torch.div(pix, width, rounding_mode="floor").float() + 0.5) / sxy[1]
-    f = focal.float()[person]
-    ray = torch.stack([(u - principal_point[person, 0].float()) / f,
-                       (v - principal_point[person, 1].float()) / f, torch.ones_like(u)], dim=1)
-    ray = torch.nn.functional.normalize(ray, dim=1)
-    albedo = torch.from_numpy(colours[(person % len(colours)).numpy()]).float()
-    rgb = np.zeros((height * width, 3), np.float32)
-    rgb[pix.numpy()] = lambert_shade(albedo, normal, ray, LIGHT_DIR, AMBIENT).numpy()
-    return rgb.reshape(height, width, 3), frags.mask.numpy()
+    albedo = torch.from_numpy(colours[np.arange(n_people) % len(colours)]).float()
+    out = render_meshes(vertices, faces, PerspectiveCameras(focal, principal_point, tuple(scale)), size, albedo)
+    return out.rgb.numpy(), out.mask.numpy()
 
 
 def blend(image: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha: float = MESH_ALPHA) -> np.ndarray:
@@ -235,9 +209,9 @@ def fit_scale(width: int, height: int, tile: int) -> tuple[tuple[int, int], tupl
 
 def read_output(run_dir: str, dataset: str, output: str = "pseudo_gt") -> pd.DataFrame:
     """All rows of one output (``pseudo_gt`` or ``prior``) of ``dataset`` in Parquet order."""
-    if output not in OUTPUTS:
-        raise ValueError(f"output {output!r}: expected one of {sorted(OUTPUTS)}")
-    path = storage.join(run_dir, OUTPUTS[output], dataset)
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"output {output!r}: expected one of {sorted(OUTPUT_KINDS)}")
+    path = RunLayout(run_dir).output(output, dataset)
     df = read_parquet_dir(path)
     if df.empty:
         raise FileNotFoundError(f"{storage.redact(path)}: no Parquet rows "
@@ -246,14 +220,11 @@ def read_output(run_dir: str, dataset: str, output: str = "pseudo_gt") -> pd.Dat
 
 
 def run_body_model(run_dir: str):
-    """The run's own body model (``<run>/body_model/smpl/SMPL_NEUTRAL.pkl``)."""
-    from annotator.body import load_body_model
-    from annotator.config import BodyModelConfig
+    """The run's own body model (:meth:`RunLayout.body_model`), loaded with the kind and
+    ``num_betas`` its record says (:func:`annotator.steps.runtime.load_run_body_model`)."""
+    from annotator.steps.runtime import load_run_body_model
 
-    path = storage.join(run_dir, "body_model", "smpl", "SMPL_NEUTRAL.pkl")
-    if not storage.exists(path):
-        raise FileNotFoundError(f"{storage.redact(path)}: the run's body model is missing")
-    return load_body_model(BodyModelConfig(kind="open", path=path))
+    return load_run_body_model(RunLayout(run_dir))
 
 
 @torch.no_grad()

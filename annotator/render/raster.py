@@ -1,4 +1,4 @@
-"""A vectorised CPU z-buffer rasteriser (no OpenGL) with Lambert shading helpers.
+"""A vectorised CPU z-buffer rasteriser (no OpenGL); shading is :mod:`annotator.render.shade`.
 
 Conventions
 -----------
@@ -166,19 +166,3 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
         normals.index_add_(1, faces[:, corner], face_n)
     return torch.nn.functional.normalize(normals, dim=-1)
 
-
-def lambert_shade(
-    albedo: Tensor, normal: Tensor, view_dir: Tensor, light_dir: Tensor, ambient: float
-) -> Tensor:
-    """Two-sided Lambert shading of ``P`` surface samples.
-
-    ``albedo`` ``(P, 3)`` in [0, 1], ``normal`` ``(P, 3)``, ``view_dir`` ``(P, 3)`` the
-    camera ray through each sample, ``light_dir`` ``(3,)`` unit vector towards a distant
-    light. Normals are flipped to face the camera first (two-sided: the winding of the
-    mesh does not matter). ``ambient`` is the share of light that reaches every surface.
-    """
-    n = torch.nn.functional.normalize(normal, dim=-1)
-    facing = (n * view_dir).sum(dim=-1, keepdim=True)
-    n = torch.where(facing > 0, -n, n)
-    diffuse = (n * light_dir).sum(dim=-1, keepdim=True).clamp(min=0.0)
-    return albedo * (ambient + (1.0 - ambient) * diffuse)

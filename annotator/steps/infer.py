@@ -179,10 +179,13 @@ PSEUDO_GT_SOURCE_COLUMNS = {"smpl_global_orient": "global_orient", "smpl_body_po
 @functools.lru_cache(maxsize=4)
 def _output_shard(path: str, sources: tuple[str, ...]) -> tuple[pd.Index, dict[str, np.ndarray]]:
     """One output shard: sample_id index + stacked parameter arrays (cached per worker)."""
-    if not storage.exists(path):
-        return pd.Index([], dtype=object), {}
+    empty = {c: np.zeros((0, PARAM_WIDTHS[c]), np.float32) for c in sources}
+    if not storage.exists(path):  # no output file: none of the shard's rows has a prediction
+        return pd.Index([], dtype=object), empty
     fs, p = storage.pyarrow_filesystem(path)
     t = pq.read_table(p, filesystem=fs, columns=["sample_id", *sources])
+    if t.num_rows == 0:  # every row of the shard was rejected by that step
+        return pd.Index([], dtype=object), empty
     arrays = {c: np.stack(t[c].to_numpy(zero_copy_only=False)).astype(np.float32) for c in sources}
     return pd.Index(t["sample_id"].to_pylist()), arrays
 

@@ -25,10 +25,9 @@ so that one body-model forward serves many people.
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +40,7 @@ from annotator.body.joints import COCO17_NAMES, COCO17_OKS_SIGMAS, SMPL_JOINT_NA
 from annotator.config import BodyModelConfig, DatasetConfig, SynthConfig
 from annotator.data.synth import scene, writers
 from annotator.render.raster import vertex_normals
+from annotator.threads import torch_threads
 
 CHUNK_IMAGES = 16
 """Images planned and posed together (one body-model forward per chunk)."""
@@ -191,18 +191,6 @@ def render_chunk(model, assets: scene.MeshAssets, own_parts: torch.Tensor, plans
     return posed, results
 
 
-@contextlib.contextmanager
-def _single_threaded() -> Iterator[None]:
-    """Run torch on one thread: multi-threaded CPU reductions may sum in another order,
-    which would change the last bits of the outputs with the machine's core count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass(frozen=True)
 class SynthResult:
     """Where a generated dataset lies (paths local or ``s3://``) and its summary."""
@@ -242,7 +230,9 @@ def generate(domain: str, num_images: int, seed: int, out_dir: str, body_cfg: Bo
                       keypoint_noise=keypoint_noise)
     if model is None:
         model = load_body_model(body_cfg or BodyModelConfig())
-    with _single_threaded():
+    # one torch thread: multi-threaded CPU reductions may sum in another order, which would
+    # change the last bits of the outputs with the machine's core count
+    with torch_threads(1):
         summary = _generate(cfg, out_dir, model, timings)
     return SynthResult(out_dir=out_dir, annotations=annotation_path(out_dir, domain),
                        images=storage.join(out_dir, IMAGES_DIR), ground_truth=storage.join(out_dir, GT_FILE),

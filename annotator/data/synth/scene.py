@@ -33,7 +33,7 @@ from scipy.stats import truncnorm
 
 from annotator.data.synth import background as bg
 from annotator.data.synth.poses import LAB_ARCHETYPES, LAB_SPREAD, WILD_ARCHETYPES, sample_poses
-from annotator.render.raster import Fragments, barycentrics, lambert_shade, rasterize
+from annotator.render import Fragments, Light, PerspectiveCameras, render_meshes
 from annotator.geometry import perspective_projection
 
 Tensor = torch.Tensor
@@ -199,6 +199,16 @@ class ImagePlan:
     """How its people were placed (:attr:`DomainSpec.placement`)."""
     camera_id: int = -1
     """Lab: which of :data:`LAB_CAMERAS`; else -1."""
+
+    @property
+    def light(self) -> Light:
+        """The image's sampled light (:data:`LIGHT_DIRECTION_BOX`, :data:`AMBIENT_RANGE`)."""
+        return Light(direction=tuple(float(c) for c in self.light_dir), ambient=self.ambient)
+
+    def cameras(self, n: int, dtype: torch.dtype = torch.float32) -> PerspectiveCameras:
+        """The image's camera, once for each of ``n`` meshes."""
+        return PerspectiveCameras(torch.full((n,), self.focal, dtype=dtype),
+                                  torch.as_tensor(self.principal_point, dtype=dtype).expand(n, 2))
 
 
 def image_rng(seed: int, domain: str, index: int) -> np.random.Generator:
@@ -493,30 +503,13 @@ def project(points: Tensor, plan: ImagePlan) -> Tensor:
 
 def render_image(plan: ImagePlan, background: np.ndarray, vertices: Tensor, normals: Tensor,
                  vertex_colours: Tensor, assets: MeshAssets) -> Rendered:
-    """Rasterise and shade the ``N`` people ``(N, V, 3)`` (camera frame) over ``background``."""
-    n, v_count, _ = vertices.shape
-    f_count = assets.faces.shape[0]
-    uv = project(vertices, plan)
-    points = torch.cat([uv, vertices[..., 2:]], dim=-1).reshape(-1, 3)
-    offsets = (torch.arange(n) * v_count)[:, None, None]
-    faces_all = (assets.faces[None] + offsets).reshape(-1, 3)
-    frags = rasterize(points, faces_all, plan.height, plan.width)
-    pix, face, bary = barycentrics(points, faces_all, frags)
-    corners = faces_all[face]  # (P, 3)
-    colour = (vertex_colours.reshape(-1, 3)[corners] * bary[..., None]).sum(1)
-    normal = (normals.reshape(-1, 3)[corners] * bary[..., None]).sum(1)
-    px = (pix % plan.width).float() + 0.5
-    py = torch.div(pix, plan.width, rounding_mode="floor").float() + 0.5
-    ray = torch.stack([(px - plan.principal_point[0]) / plan.focal, (py - plan.principal_point[1]) / plan.focal,
-                       torch.ones_like(px)], dim=1)
-    ray = torch.nn.functional.normalize(ray, dim=1)
-    light = torch.as_tensor(plan.light_dir, dtype=torch.float32)
-    shaded = lambert_shade(colour, normal, ray, light, plan.ambient)
-    img = torch.from_numpy(background.astype(np.float32)).reshape(-1, 3)
-    img[pix] = shaded
-    img = (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).reshape(plan.height, plan.width, 3)
-    owner = torch.div(torch.arange(n * f_count), f_count, rounding_mode="floor")
-    return Rendered(image=img.numpy(), fragments=frags, face_owner=owner)
+    """Rasterise and shade the ``N`` people ``(N, V, 3)`` (camera frame) over ``background``
+    with the image's camera and sampled light (:func:`annotator.render.render_meshes`)."""
+    out = render_meshes(vertices, assets.faces, plan.cameras(vertices.shape[0]), (plan.width, plan.height),
+                        vertex_colours, normals=normals, light=plan.light)
+    img = torch.where(out.mask[..., None], out.rgb, torch.from_numpy(background.astype(np.float32)))
+    img = (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
+    return Rendered(image=img.numpy(), fragments=out.fragments, face_owner=out.face_owner)
 
 
 def make_background(plan: ImagePlan, spec: DomainSpec) -> np.ndarray:
