@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "annotator.data.export",
     "annotator.evaluation.cli",
     "annotator.bench.cli",
+    "annotator.fitting.cli",
 ]
 
 

@@ -4,6 +4,7 @@
   direct and indirect 3D errors, annotation time (:mod:`annotator.bench.quality`);
 * ``throughput``: the inference pipeline vs the bare model, actor scaling, memory vs
   manifest size, decode and finetune rates (:mod:`annotator.bench.throughput`);
+* ``aux``: SMPL for a 3D-joints-only aux set by the IK network vs its hidden truth (:mod:`annotator.bench.aux`);
 * ``smplify``: the fitting baseline alone on synthetic people (:mod:`annotator.bench.smplify`);
 * ``body``: body-model forward time, median ms per batch size (:mod:`annotator.bench.body`);
 * ``synth``: the same measurement as ``annotator synth bench`` (synthetic data generation).
@@ -47,6 +48,14 @@ def add_commands(subparsers) -> None:
     b.add_argument("--repeats", type=int, default=20)
     b.set_defaults(func=_body)
 
+    a = sub.add_parser("aux", help="SMPL for a set with 3D joints only (IK network) vs its hidden truth")
+    a.add_argument("--seed", type=int, default=0, help="picks the synthetic world")
+    a.add_argument("--images", type=int, default=300, help="lab images (one person each) of the test set")
+    a.add_argument("--train-poses", type=int, default=20000, help="synthetic mocap poses the IK network trains on")
+    a.add_argument("--steps", type=int, default=1500, help="IK training steps")
+    a.add_argument("--out", default=None, help="also write the numbers as JSON here (local or s3://)")
+    a.set_defaults(func=_aux)
+
     f = sub.add_parser("smplify", help="SMPLify baseline: time per person and errors on synthetic people")
     f.add_argument("--num-images", type=int, default=64)
     f.add_argument("--seed", type=int, default=0)
@@ -87,6 +96,16 @@ def _quality(args: argparse.Namespace) -> int:
     if args.out:
         storage.write_bytes_atomic(args.out, (json.dumps(result, indent=2) + "\n").encode())
         print(f"wrote {storage.redact(args.out)}")
+    return 0
+
+
+def _aux(args: argparse.Namespace) -> int:
+    from annotator.bench.aux import AuxSettings, format_table, run
+
+    result = run(AuxSettings(seed=args.seed, images=args.images, train_poses=args.train_poses, steps=args.steps))
+    print(format_table(result))
+    if args.out:
+        storage.write_bytes_atomic(args.out, json.dumps(result, indent=1).encode())
     return 0
 
 

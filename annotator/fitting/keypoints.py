@@ -93,6 +93,11 @@ class ConventionKeypoints:
         ``(B, K, 3)`` convention keypoints and ``(B, 24, 3)`` posed SMPL joints."""
         b = betas.shape[0]
         rot = batch_rodrigues(torch.cat([global_orient, body_pose], dim=1).reshape(-1, 3)).reshape(b, NUM_JOINTS, 3, 3)
+        return self.from_rotmat(rot, betas, transl)
+
+    def from_rotmat(self, rot: Tensor, betas: Tensor, transl: Tensor) -> tuple[Tensor, Tensor]:
+        """As :meth:`__call__`, from ``(B, 24, 3, 3)`` rotation matrices (root first)."""
+        b = betas.shape[0]
         eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
         pose_feature = (rot[:, 1:] - eye).reshape(b, NUM_POSE_FEATURES)
         rest_joints = self.joint_template + torch.einsum("jcl,bl->bjc", self.joint_shape, betas)
@@ -118,3 +123,35 @@ def convention_keypoints(body, convention: str, device: torch.device | str | Non
     if key not in per_body:
         per_body[key] = ConventionKeypoints(body, convention, device, dtype)
     return per_body[key]
+
+
+class VertexSubset:
+    """Posed positions of a fixed subset of the mesh's vertices (linear blend skinning of those
+    vertices only), e.g. for a vertex loss that need not pose all ~14k vertices every step.
+    Equals ``body.forward(...).vertices[:, vertex_ids]`` up to float rounding."""
+
+    def __init__(self, body, vertex_ids: Tensor):
+        smpl = body.smpl
+        ids = torch.as_tensor(vertex_ids, dtype=torch.long)
+        self.vertex_ids = ids
+        self.template = smpl.v_template[ids]  # (S, 3)
+        self.shapedirs = smpl.shapedirs[ids]  # (S, 3, NB)
+        self.posedirs = smpl.posedirs.reshape(NUM_POSE_FEATURES, -1, 3)[:, ids]  # (207, S, 3)
+        self.weights = smpl.lbs_weights[ids]  # (S, 24)
+        self.joint_template = smpl.J_regressor @ smpl.v_template  # (24, 3)
+        self.joint_shape = torch.einsum("jv,vcl->jcl", smpl.J_regressor, smpl.shapedirs)
+        self.parents = smpl.parents.cpu()
+
+    def __call__(self, rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 24, 3, 3)`` rotations (root first), ``(B, NB)`` betas -> ``(B, S, 3)`` vertices and
+        ``(B, 24, 3)`` posed joints (no translation)."""
+        b = betas.shape[0]
+        eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+        pose_feature = (rot[:, 1:] - eye).reshape(b, NUM_POSE_FEATURES)
+        rest_joints = self.joint_template + torch.einsum("jcl,bl->bjc", self.joint_shape, betas)
+        joints, transforms = batch_rigid_transform(rot, rest_joints, self.parents, dtype=rot.dtype)
+        v = (self.template + torch.einsum("scl,bl->bsc", self.shapedirs, betas)
+             + torch.einsum("psc,bp->bsc", self.posedirs, pose_feature))
+        t = torch.einsum("sj,bjrc->bsrc", self.weights, transforms)  # (B, S, 4, 4)
+        v = torch.einsum("bsrc,bsc->bsr", t[..., :3, :3], v) + t[..., :3, 3]
+        return v, joints

@@ -181,6 +181,22 @@ def lifter_loss(pred_rotmat: Tensor, target_rotmat: Tensor, pred_keypoints: Tens
     return {"loss": rotation + keypoint_weight * keypoints, "rotation": rotation, "keypoints": keypoints}
 
 
+def ik_loss(pred_rotmat: Tensor, target_rotmat: Tensor, pred_betas: Tensor, target_betas: Tensor,
+            pred_joints: Tensor, target_joints: Tensor, pred_vertices: Tensor, target_vertices: Tensor,
+            weights: dict[str, float]) -> dict[str, Tensor]:
+    """The IK network's loss (:mod:`annotator.fitting.ik`, *Best of both worlds* GIK-Net): L1 on
+    ``theta`` (the 24 rotation matrices' entries), on ``beta``, on the joints and on the vertices
+    (metres, both root-relative). ``weights``: ``theta``, ``beta``, ``joints``, ``vertices``."""
+    terms = {
+        "theta": (pred_rotmat - target_rotmat).abs().mean(),
+        "beta": (pred_betas - target_betas).abs().mean(),
+        "joints": (pred_joints - target_joints).abs().mean(),
+        "vertices": (pred_vertices - target_vertices).abs().mean(),
+    }
+    terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+    return terms
+
+
 def _require(batch: dict[str, Tensor], keys: tuple[str, ...], why: str) -> None:
     missing = [k for k in keys if k not in batch]
     if missing:
