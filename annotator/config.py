@@ -21,6 +21,7 @@ STEPS = (
     "manifest",
     "train-pose-prior",
     "train-lifter",
+    "annotate-aux",
     "pretrain",
     "predict-prior",
     "finetune",
@@ -99,6 +100,10 @@ class SynthConfig(Strict):
     """Same seed, same bytes."""
     image_size: tuple[int, int] | None = None
     """(width, height); default depends on the domain."""
+    smpl: bool = True
+    """``lab``/``wild3d``: write the SMPL parameters into the npz (``pose``, ``shape``, ``has_smpl``);
+    ``false`` makes a 3D-joints-only set (like MPI-INF-3DHP): the truth file keeps them, for
+    evaluation only."""
     keypoint_noise: float = Field(1.0, ge=0)
     """``wild`` only: simulated human labelling noise on the annotated 2D keypoints, in units of
     COCO's measured annotator spread (per keypoint, std ``sigma_k * sqrt(area)``, COCO OKS sigmas).
@@ -305,6 +310,27 @@ class PoseSpaceConfig(Strict):
     """Seed of the synthetic mocap poses."""
 
 
+class AuxAnnotatorConfig(Strict):
+    """NeuralAnnot Alg. 1 lines 1-6: SMPL pseudo-GT for ``aux3d`` rows that have 3D joints but no
+    SMPL (step ``annotate-aux``, outputs ``aux_pseudo_gt/<set>/``); pretrain and finetune's aux rows
+    are then supervised with those parameters as well as their true 3D joints."""
+
+    kind: Literal["none", "ik"] = "none"
+    """``ik``: the IK network of *Best of both worlds* (3D joints -> SMPL, trained on poses alone:
+    the synthetic mocap set + the aux3d SMPL poses); ``none``: such rows are supervised by their
+    3D joints only. (NeuralAnnot's image + joints network is not built yet.)"""
+    steps: int = Field(1500, ge=1)
+    """IK training steps (each a batch of freshly posed bodies)."""
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate of the one-cycle schedule (Adam)."""
+    mocap_poses: int = Field(20000, ge=0)
+    """Synthetic mocap poses (seed ``seed``) trained on, with the aux3d SMPL poses."""
+    seed: int = 0
+    num_cpus: int = Field(2, ge=1)
+    """CPUs (torch threads) of the one Ray task that trains the IK network and annotates."""
+
+
 class LifterConfig(Strict):
     """The 2D-keypoint lifter (annotator.model.lifter): trained on poses alone (the mocap set
     seen by random cameras), it gives the CLIFF regressor its starting pose."""
@@ -396,7 +422,7 @@ class JobConfig(Strict):
     network: NetworkConfig = NetworkConfig()
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
     """Steps to run (always in pipeline order): manifest, train-pose-prior, train-lifter (with
-    ``lifter.enabled``), pretrain, predict-prior,
+    ``lifter.enabled``), annotate-aux (with ``aux_annotator.kind`` other than ``none``), pretrain, predict-prior,
     finetune, reinfer, train-estimator, evaluate, report (the last three but one need an ``eval3d``
     dataset and are skipped without one)."""
 
@@ -410,6 +436,7 @@ class JobConfig(Strict):
 
     pose_prior: PoseSpaceConfig = PoseSpaceConfig()
     lifter: LifterConfig = LifterConfig()
+    aux_annotator: AuxAnnotatorConfig = AuxAnnotatorConfig()
     smplify: SmplifyConfig = SmplifyConfig()
     pretrain: PretrainConfig = PretrainConfig(epochs=5, lr=1e-4)
     finetune: FinetuneConfig = FinetuneConfig(epochs=3, lr=5e-5)

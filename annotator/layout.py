@@ -57,6 +57,10 @@ class RunLayout:
     def pseudo_gt(self, dataset: str) -> str:
         return self.output("pseudo_gt", dataset)
 
+    def aux_pseudo_gt(self, dataset: str) -> str:
+        """SMPL pseudo-GT of an ``aux3d`` set's rows without SMPL (step ``annotate-aux``)."""
+        return storage.join(self.root, "aux_pseudo_gt", dataset)
+
     def evaluation(self, dataset: str) -> str:
         """Predictions of the indirect-error estimator on an ``eval3d`` set."""
         return storage.join(self.root, "evaluation", dataset)

@@ -34,13 +34,16 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("cliff", (), ("train-pose-prior", "train-lifter", "pretrain", "predict-prior", "finetune", "reinfer"),
+    Method("cliff", (), ("train-pose-prior", "train-lifter", "annotate-aux", "pretrain", "predict-prior", "finetune",
+                         "reinfer"),
            "finetune", "network", "the CLIFF annotator: finetune with prior regularisation, then reinfer"),
-    Method("prior", ("train-pose-prior", "finetune"), ("train-lifter", "pretrain", "reinfer"), "pretrain", "network",
+    Method("prior", ("train-pose-prior", "finetune"), ("train-lifter", "annotate-aux", "pretrain", "reinfer"), "pretrain",
+           "network",
            "the pretrained network's predictions (CLIFF's no-finetune ablation)"),
-    Method("smplify", ("finetune",), ("train-pose-prior", "train-lifter", "pretrain", "reinfer"), "pretrain", "smplify",
+    Method("smplify", ("finetune",), ("train-pose-prior", "train-lifter", "annotate-aux", "pretrain", "reinfer"),
+           "pretrain", "smplify",
            "SPIN-style SMPLify per instance (the VPoser prior is trained; no finetune)"),
-    Method("lifter", ("train-pose-prior", "pretrain", "predict-prior", "finetune"), ("train-lifter", "reinfer"),
+    Method("lifter", ("train-pose-prior", "annotate-aux", "pretrain", "predict-prior", "finetune"), ("train-lifter", "reinfer"),
            "train-lifter", "lifter", "the 2D-keypoint lifter alone: no image network"),
 )}
 METHOD_NAMES = tuple(METHODS)
@@ -58,6 +61,8 @@ def plan_steps(cfg, steps: tuple[str, ...]) -> list[str]:
     out = [s for s in steps if s in cfg.steps and s not in method.skips]
     if not uses_lifter(cfg):
         out = [s for s in out if s != "train-lifter"]
+    if cfg.aux_annotator.kind == "none":
+        out = [s for s in out if s != "annotate-aux"]
     if not cfg.datasets_with_role("eval3d"):  # the indirect error needs a held-out 3D set
         out = [s for s in out if s not in ("train-estimator", "evaluate")]
     return out

@@ -28,12 +28,13 @@ log = logging.getLogger("annotator")
 def _step_functions() -> dict[str, Callable[[StepContext], dict]]:
     from annotator.steps.estimator import run_evaluate, run_train_estimator
     from annotator.steps.infer import run_predict_prior, run_reinfer
+    from annotator.steps.annotate_aux import run_annotate_aux
     from annotator.steps.prepare import run_manifest, run_train_lifter, run_train_pose_prior
     from annotator.steps.report import run_report
     from annotator.steps.train import run_finetune, run_pretrain
 
     return {"manifest": run_manifest, "train-pose-prior": run_train_pose_prior,
-            "train-lifter": run_train_lifter, "pretrain": run_pretrain,
+            "train-lifter": run_train_lifter, "annotate-aux": run_annotate_aux, "pretrain": run_pretrain,
             "predict-prior": run_predict_prior, "finetune": run_finetune, "reinfer": run_reinfer,
             "train-estimator": run_train_estimator, "evaluate": run_evaluate, "report": run_report}
 
@@ -46,6 +47,8 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
                      "body_model": {k: d["body_model"][k] for k in ("kind", "path", "num_betas")}},
         "train-pose-prior": d["pose_prior"],
         "train-lifter": {"lifter": d["lifter"], "manifest": d["manifest"]},
+        # None: not run, and not chained (fingerprints of jobs without it are what they were)
+        "annotate-aux": d["aux_annotator"] if cfg.aux_annotator.kind != "none" else None,
         "pretrain": {"network": d["network"], "crop": d["crop"], "train": d["pretrain"]},
         "predict-prior": {},
         "finetune": {"train": d["finetune"]},
@@ -156,7 +159,7 @@ def run_job(cfg: JobConfig, force: list[str] | None = None) -> dict:
     payloads = step_payloads(cfg)
     prev = ""
     for step in STEPS:  # fingerprints chain over the canonical order
-        prev = fingerprint(payloads[step], [prev])
+        prev = prev if payloads[step] is None else fingerprint(payloads[step], [prev])
         ctx.fingerprints[step] = prev
     summary: dict[str, dict] = {}
     steps = plan_steps(cfg)
@@ -318,6 +321,8 @@ def _headline(step: str, out: dict) -> str:
         return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}"
     if step == "train-pose-prior":
         return f"vposer {'trained' if out.get('trained') else 'loaded'}"
+    if step == "annotate-aux":
+        return ", ".join(f"{n}: {r['rows']} rows" for n, r in out.get("datasets", {}).items())
     if step == "train-lifter":
         return f"lifter {'trained on ' + str(out.get('poses')) + ' poses' if out.get('trained') else 'loaded'}"
     if step == "report":

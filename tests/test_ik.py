@@ -113,3 +113,28 @@ def test_annotator_ik_converts_a_joints_file(body_model, tmp_path, single_thread
     np.savez(nos, part=np.zeros((2, 24, 3), np.float32))
     with pytest.raises(ValueError, match=r"nos.npz: no key 'S'"):
         read_joints(str(nos))
+
+
+def test_ik_fit_places_the_model_on_the_root_joints_of_any_convention(body_model):
+    """coco17's root is two joints (the hips), h36m17's one (the pelvis): ``transl`` puts the
+    model's root centre on the present root joints, or on all present joints without them."""
+    from annotator.model.ik import IKNet
+
+    for conv in ("coco17", "h36m17"):
+        c = get_convention(conv)
+        net = IKNet(c.num_joints, list(c.root), body_model.num_betas).eval()
+        truth = _people(body_model, 3, seed=1)
+        with torch.no_grad():
+            j = select_keypoints(body_model(**truth, transl=torch.tensor([[0.0, 0.0, 5.0]]).repeat(3, 1)).keypoints,
+                                 body_model.keypoint_names, conv)
+        present = torch.ones(3, c.num_joints)
+        present[2, list(c.root)] = 0  # a row without its root joints
+        fit = ik_fit(net, body_model, conv, j, present)
+        with torch.no_grad():
+            pj = select_keypoints(body_model(global_orient=fit["global_orient"], body_pose=fit["body_pose"],
+                                             betas=fit["betas"], transl=fit["transl"]).keypoints,
+                                  body_model.keypoint_names, conv)
+        root = list(c.root)
+        torch.testing.assert_close(pj[:2, root].mean(1), j[:2, root].mean(1), atol=1e-4, rtol=0)
+        keep = present[2] > 0
+        torch.testing.assert_close(pj[2, keep].mean(0), j[2, keep].mean(0), atol=1e-4, rtol=0)

@@ -139,7 +139,9 @@ def ik_fit(net: IKNet, body, convention: str, joints: Tensor, present: Tensor, c
     ``transl`` putting the model's root-joint centre on the joints' one; ``joint_err`` (N,) is the
     mean distance (metres) of the present joints to the model's."""
     net.eval()
-    root = list(get_convention(convention).root)
+    conv = get_convention(convention)
+    root_mask = torch.zeros(conv.num_joints)
+    root_mask[list(conv.root)] = 1.0
     out: dict[str, list[Tensor]] = {k: [] for k in ("global_orient", "body_pose", "betas", "transl", "joint_err")}
     for j, p in zip(joints.float().split(chunk), present.float().split(chunk)):
         pred = net(j, p)
@@ -147,8 +149,8 @@ def ik_fit(net: IKNet, body, convention: str, joints: Tensor, present: Tensor, c
         aa = matrix_to_axis_angle(pred["rotmat"]).reshape(n, -1)
         posed = body(global_orient=aa[:, :3], body_pose=aa[:, 3:], betas=pred["betas"])
         model_j = select_keypoints(posed.keypoints, body.keypoint_names, convention)
-        r = p[:, root]
-        use = torch.where(r.sum(1, keepdim=True) > 0, r, p)  # root joints, or all present ones
+        r = p * root_mask
+        use = torch.where(r.sum(1, keepdim=True) > 0, r, p)  # the present root joints, or all present ones
         w = use[..., None] / use.sum(1).clamp_min(1)[:, None, None]
         transl = ((j - model_j) * w).sum(1)
         err = torch.linalg.norm(model_j + transl[:, None] - j, dim=-1)

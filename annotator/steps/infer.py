@@ -230,6 +230,22 @@ def attach_pseudo_gt(batch: dict[str, np.ndarray], pseudo_gt_dirs: dict[str, str
     return attach_outputs(batch, pseudo_gt_dirs, PSEUDO_GT_SOURCE_COLUMNS, "has_smpl", drop_missing=True)
 
 
+def attach_aux_pseudo_gt(batch: dict[str, np.ndarray], aux_dirs: dict[str, str]) -> dict[str, np.ndarray]:
+    """pretrain / the aux rows of finetune and train-estimator: an aux3d row without SMPL gets its
+    ``annotate-aux`` pseudo-GT as SMPL supervision (``has_smpl``); rows with SMPL keep theirs."""
+    temp = {f"aux_{k}": v for k, v in PSEUDO_GT_SOURCE_COLUMNS.items()}
+    got = attach_outputs(batch, aux_dirs, temp, "has_aux_pseudo_gt")
+    has = np.asarray(batch["has_smpl"], bool)
+    use = got.pop("has_aux_pseudo_gt") & ~has
+    from annotator.data.batching import stack_list_column
+
+    for col, src in PSEUDO_GT_SOURCE_COLUMNS.items():  # always (N, W) arrays: shards concatenate alike
+        old, _ = stack_list_column(batch[col], PARAM_WIDTHS[src])
+        got[col] = np.where(use[:, None], got.pop(f"aux_{col}"), old)
+    got["has_smpl"] = has | use
+    return got
+
+
 def _shard_rows(shards: list[str]) -> dict[str, int]:
     """Rows of each manifest shard (from the Parquet footers), keyed by filesystem path."""
     return {storage.filesystem(s)[1]: _num_rows(s) for s in shards}

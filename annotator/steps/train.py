@@ -316,10 +316,13 @@ def _role_specs(ctx: StepContext, step: str) -> dict:
                 "cache": [c for n in names for c in cache[n]], **extra}
 
     held = tcfg.heldout_fraction  # aux3d rows kept out of training, for the learning curve
-    roles: dict = {"main": spec(main_names, heldout=held if kind.main_role == "aux3d" else 0.0,
-                                **_attached_dirs(ctx, kind.attach, main_names))}
+    # aux3d rows without SMPL: their annotate-aux pseudo-GT (none written: a no-op)
+    aux_attach = {"attach": "attach_aux_pseudo_gt", "dirs": {n: ctx.layout.aux_pseudo_gt(n) for n in aux_names}} \
+        if cfg.aux_annotator.kind != "none" else {}
+    main_attach = _attached_dirs(ctx, kind.attach, main_names) if kind.main_role != "aux3d" else aux_attach
+    roles: dict = {"main": spec(main_names, heldout=held if kind.main_role == "aux3d" else 0.0, **main_attach)}
     if isinstance(tcfg, MixedBatches) and tcfg.aux3d_fraction > 0 and aux_names:
-        roles["aux"] = spec(aux_names, heldout=held)  # mixed into every batch
+        roles["aux"] = spec(aux_names, heldout=held, **aux_attach)  # mixed into every batch
     monitor = {}
     if aux_names and tcfg.heldout_fraction > 0:
         monitor["aux3d_heldout"] = spec(aux_names, heldout=tcfg.heldout_fraction, only_heldout=True,

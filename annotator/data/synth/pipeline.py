@@ -213,11 +213,12 @@ class SynthResult:
 
 def generate(domain: str, num_images: int, seed: int, out_dir: str, body_cfg: BodyModelConfig | None = None,
              image_size: tuple[int, int] | None = None, *, model=None,
-             timings: dict[str, float] | None = None, keypoint_noise: float = 1.0) -> SynthResult:
+             timings: dict[str, float] | None = None, keypoint_noise: float = 1.0, smpl: bool = True) -> SynthResult:
     """Write a synthetic dataset of ``domain`` under ``out_dir`` (layout: module docstring).
 
     ``keypoint_noise``: ``wild`` labelling noise in units of COCO's annotator spread
-    (:func:`labelled_keypoints`; 0 = exact projections).
+    (:func:`labelled_keypoints`; 0 = exact projections). ``smpl``: False leaves the SMPL
+    parameters out of a ``lab``/``wild3d`` npz (a 3D-joints-only set; the truth file keeps them).
     ``body_cfg``: the body model to load (default: the open model); ``model``: an already
     loaded one instead. ``timings``: if given, seconds per stage are accumulated into it.
     The same arguments, body model and library versions give byte-identical files; torch
@@ -227,7 +228,7 @@ def generate(domain: str, num_images: int, seed: int, out_dir: str, body_cfg: Bo
     from annotator.body import load_body_model
 
     cfg = SynthConfig(domain=domain, num_images=num_images, seed=seed, image_size=image_size,
-                      keypoint_noise=keypoint_noise)
+                      keypoint_noise=keypoint_noise, smpl=smpl)
     if model is None:
         model = load_body_model(body_cfg or BodyModelConfig())
     # one torch thread: multi-threaded CPU reductions may sum in another order, which would
@@ -243,7 +244,7 @@ def generate_from_config(cfg: SynthConfig, out_dir: str, body_cfg: BodyModelConf
                          model=None, timings: dict[str, float] | None = None) -> SynthResult:
     """:func:`generate` for a job's ``datasets[].synth`` block."""
     return generate(cfg.domain, cfg.num_images, cfg.seed, out_dir, body_cfg, cfg.image_size, model=model,
-                    timings=timings, keypoint_noise=cfg.keypoint_noise)
+                    timings=timings, keypoint_noise=cfg.keypoint_noise, smpl=cfg.smpl)
 
 
 def _generate(cfg: SynthConfig, out: str, model, timings: dict[str, float] | None) -> dict[str, Any]:
@@ -390,7 +391,8 @@ def _write_outputs(cfg: SynthConfig, out: str, model, col: _Collected, npz_rows:
                                     f"annotator synthetic world, domain {cfg.domain}, seed {cfg.seed}")
         writers.write_bytes(ann, writers.json_bytes(doc))
     else:
-        arrays = {key: np.asarray(val, dtype=np.float64) for key, val in npz_rows.items() if key != "imgname"}
+        hidden = {"imgname"} | (set() if cfg.smpl else {"pose", "shape", "has_smpl"})  # smpl: false keeps them in the truth file only
+        arrays = {key: np.asarray(val, dtype=np.float64) for key, val in npz_rows.items() if key not in hidden}
         arrays["imgname"] = np.asarray(npz_rows["imgname"], dtype=str)
         arrays["image_width"] = arrays["image_width"].astype(np.int32)
         arrays["image_height"] = arrays["image_height"].astype(np.int32)

@@ -1,0 +1,160 @@
+"""Step ``annotate-aux`` (NeuralAnnot Alg. 1 lines 1-6): SMPL pseudo-GT for ``aux3d`` rows that
+have 3D joints but no SMPL parameters.
+
+With ``aux_annotator.kind: ik`` one Ray task trains the IK network (:mod:`annotator.fitting.ik`)
+per joint convention found in such rows, on the synthetic mocap poses plus the aux3d SMPL poses,
+and fits every such row from its true 3D joints (camera frame, so the parameters are too). Output
+shard ``aux_pseudo_gt/<set>/part-N`` (pseudo-GT schema, ``method = ik``) holds the rows of manifest
+shard ``part-N`` that needed it; rows with neither SMPL nor 3D joints go to
+``rejects/<set>/annotate-aux-part-N.parquet`` (reason ``no_3d_joints``). Pretrain and the aux rows
+of finetune and train-estimator then use those parameters as SMPL supervision
+(:func:`annotator.steps.infer.attach_aux_pseudo_gt`), beside the rows' true 3D joints.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from annotator import storage
+from annotator.steps.base import StepContext
+
+log = logging.getLogger("annotator")
+
+STEP = "annotate-aux"
+REASON = "no_3d_joints"
+
+
+def _needs(cols: dict[str, np.ndarray]) -> np.ndarray:
+    return ~np.asarray(cols["has_smpl"], bool)
+
+
+def annotate_shard(cols: dict[str, np.ndarray], fits: dict[str, tuple], body, crop_scale: float,
+                   checkpoint_id: str) -> dict[str, np.ndarray]:
+    """Predictor-style output columns (see :class:`annotator.steps.infer.Predictor`) of the rows of
+    one manifest shard that lack SMPL: ``fits`` maps a joint convention to ``(net, convention)``."""
+    import torch
+
+    from annotator.body.joints import TRAIN_CONVENTION, select_keypoints
+    from annotator.data.batching import stack_list_column
+    from annotator.data.pseudo_gt import PARAM_WIDTHS
+    from annotator.fitting.ik import ik_fit
+    from annotator.geometry.cameras import cam_full_to_crop, default_focal, perspective_projection
+    from annotator.geometry.crop import bbox_to_center_size
+    from annotator.steps.infer import PASS_THROUGH
+
+    need = _needs(cols)
+    sub = {k: np.asarray(v)[need] for k, v in cols.items()}
+    n = int(need.sum())
+    out: dict[str, np.ndarray] = {k: sub[k] for k in PASS_THROUGH if k in sub}
+    for name, width in PARAM_WIDTHS.items():
+        out[name] = np.full((n, width), np.nan, np.float32)
+    bbox = stack_list_column(sub["bbox"], 4)[0]
+    w, h = np.asarray(sub["image_width"], np.float32), np.asarray(sub["image_height"], np.float32)
+    focal = np.asarray([np.nan if f is None else f for f in sub["focal_length"]], np.float32)
+    focal[~np.isfinite(focal)] = default_focal(torch.from_numpy(w), torch.from_numpy(h)).numpy()[~np.isfinite(focal)]
+    pp, pp_ok = stack_list_column(sub["principal_point"], 2)
+    pp[~pp_ok] = np.stack([w, h], 1)[~pp_ok] / 2
+    out.update(bbox=bbox, image_width=w.astype(np.int32), image_height=h.astype(np.int32), focal_length=focal,
+               principal_point=pp, err2d_px=np.full(n, np.nan, np.float32), err2d_norm=np.full(n, np.nan, np.float32))
+    k_out = len(select_keypoints(torch.zeros(1, len(body.keypoint_names), 3), body.keypoint_names, TRAIN_CONVENTION)[0])
+    kp_out = np.full((n, 2 * k_out), np.nan, np.float32)
+    ok = np.zeros(n, bool)
+    conv = np.asarray(sub["joints_3d_convention"], object)
+    has3d = np.asarray(sub["has_3d"], bool)
+    for c in sorted({str(x) for x in conv[has3d]}):
+        rows = np.nonzero(has3d & (conv == c))[0]
+        net, _ = fits[c]
+        j = np.stack(sub["joints_3d"][rows]).astype(np.float32)
+        joints = torch.from_numpy(j.reshape(len(rows), -1, 3))
+        present = torch.isfinite(joints).all(-1)
+        fit = ik_fit(net, body, c, torch.nan_to_num(joints), present)
+        with torch.no_grad():
+            kps = select_keypoints(body(global_orient=fit["global_orient"], body_pose=fit["body_pose"],
+                                        betas=fit["betas"], transl=fit["transl"]).keypoints,
+                                   body.keypoint_names, TRAIN_CONVENTION)
+            f, p = torch.from_numpy(focal[rows]), torch.from_numpy(pp[rows])
+            uv = perspective_projection(kps, f, p)
+            center, size = bbox_to_center_size(torch.from_numpy(bbox[rows]), crop_scale)
+            crop_cam = cam_full_to_crop(fit["transl"], center, size, torch.from_numpy(np.stack([w, h], 1)[rows]), f, p)
+        for name in ("global_orient", "body_pose", "betas", "transl"):
+            out[name][rows] = fit[name].numpy()
+        out["crop_cam"][rows] = crop_cam.numpy()
+        kp_out[rows] = uv.reshape(len(rows), -1).numpy()
+        ok[rows] = True
+    out["keypoints_2d"] = kp_out
+    out["keypoint_convention"] = np.full(n, TRAIN_CONVENTION, dtype=object)
+    out["ok"] = ok
+    out["reason"] = np.where(ok, "", REASON).astype(object)
+    out["error"] = np.where(ok, "", "the row has neither SMPL parameters nor 3D joints").astype(object)
+    out["method"] = np.full(n, "ik", dtype=object)
+    out["checkpoint_id"] = np.full(n, checkpoint_id, dtype=object)
+    out["body_model_id"] = np.full(n, body.model_id, dtype=object)
+    out["body_model_checksum"] = np.full(n, body.checksum, dtype=object)
+    return out
+
+
+def _annotate_task(job_json: str, datasets: dict[str, list[str]], body_model_path: str, out_dirs: dict[str, str],
+                   rejects_dirs: dict[str, str], checkpoint_dir: str) -> dict:
+    import torch
+
+    from annotator.body import load_body_model
+    from annotator.data.manifest import read_parquet_file
+    from annotator.fitting.ik import IKTraining, train_ik
+    from annotator.steps.infer import _commit_shard
+    from annotator.steps.prepare import _collect_body_poses, _sample_mocap
+    from annotator.steps.runtime import dense_list_columns, run_body_model_config, save_torch, worker_config
+
+    cfg = worker_config(job_json)
+    ac = cfg.aux_annotator
+    torch.set_num_threads(ac.num_cpus)
+    shards = {(name, s): dense_list_columns(read_parquet_file(s)) for name, ss in datasets.items() for s in ss}
+    cols = {key: {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names} for key, t in shards.items()}
+    conventions = sorted({str(c) for v in cols.values() for c, need, has in
+                          zip(v["joints_3d_convention"], _needs(v), np.asarray(v["has_3d"], bool)) if need and has})
+    body = load_body_model(run_body_model_config(cfg, body_model_path))
+    poses = np.concatenate([_collect_body_poses([s for ss in datasets.values() for s in ss]),
+                            _sample_mocap(ac.mocap_poses, ac.seed)]) if ac.mocap_poses else \
+        _collect_body_poses([s for ss in datasets.values() for s in ss])
+    fits, lines = {}, []
+    for conv in conventions:
+        if len(poses) == 0:
+            raise RuntimeError("annotate-aux: no poses to train the IK network on (aux_annotator.mocap_poses is 0 and "
+                               "no aux3d row has SMPL parameters)")
+        settings = IKTraining(steps=ac.steps, batch_size=ac.batch_size, lr=ac.lr, seed=ac.seed)
+        net, history = train_ik(body, conv, torch.from_numpy(poses), settings, log=lambda step, m, c=conv: lines.append(
+            f"ik {c} step {step}: loss {m['loss']:.4f}, joints {1000 * m['joints']:.1f} mm ({m['seconds']:.0f}s)"))
+        path = storage.join(checkpoint_dir, f"ik-{conv}.pt")
+        save_torch({"model": net.state_dict(), "convention": conv, "poses": int(len(poses)), "history": history}, path)
+        fits[conv] = (net, path)
+    checkpoint_id = ",".join(f"{c}:{storage.redact(p)}" for c, (_, p) in fits.items()) or "none"
+    result: dict[str, dict] = {name: {"rows": 0, "rejects": 0, "shards": []} for name in datasets}
+    for (name, shard), c in cols.items():
+        out = annotate_shard(c, fits, body, cfg.crop.bbox_scale, checkpoint_id)
+        if not len(out["sample_id"]):  # every row has SMPL: nothing to annotate, nothing written
+            continue
+        bad = _commit_shard(STEP, name, shard, [out], out_dirs[name], rejects_dirs[name])
+        result[name]["rows"] += int(out["ok"].sum())
+        result[name]["rejects"] += bad
+        result[name]["shards"].append(storage.join(out_dirs[name], shard.rsplit("/", 1)[-1]))
+    return {"datasets": result, "conventions": conventions, "poses": int(len(poses)), "log": lines}
+
+
+def run_annotate_aux(ctx: StepContext) -> dict:
+    import ray
+
+    cfg = ctx.cfg
+    manifest = ctx.result("manifest")
+    datasets = {d.name: manifest["datasets"][d.name]["shards"] for d in ctx.datasets("aux3d")}
+    out_dirs = {n: ctx.layout.aux_pseudo_gt(n) for n in datasets}
+    for d in out_dirs.values():
+        ctx.fresh_output_dir(STEP, d)
+    info = ray.get(ray.remote(num_cpus=cfg.aux_annotator.num_cpus)(_annotate_task).remote(
+        cfg.model_dump_json(), datasets, manifest["body_model_path"], out_dirs,
+        {n: ctx.layout.rejects(n) for n in datasets}, ctx.layout.checkpoints(STEP)))
+    for line in info.pop("log"):
+        log.info("[%s] %s", STEP, line)
+    for name, r in info["datasets"].items():
+        log.info("[%s] %s: %d rows annotated by the IK network, %d rejected (%s)", STEP, name, r["rows"], r["rejects"],
+                 REASON)
+    return {**info, "dirs": out_dirs}
