@@ -149,9 +149,9 @@ def run_train_pose_prior(ctx: StepContext) -> dict:
 
 def _sample_mocap(count: int, seed: int) -> np.ndarray:
     """``(count, 69)`` body poses of the synthetic world's mocap set (its AMASS)."""
-    from annotator.data.synth.poses import sample_poses
+    from annotator.fitting.cli import mocap_poses
 
-    return np.asarray(sample_poses(np.random.default_rng(seed), count).body_pose, np.float32).reshape(count, -1)[:, :69]
+    return mocap_poses(count, seed)
 
 
 def load_lifter(path: str):
