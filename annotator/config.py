@@ -26,6 +26,8 @@ STEPS = (
     "predict-prior",
     "finetune",
     "reinfer",
+    "train-second-round",
+    "reinfer-second-round",
     "train-estimator",
     "evaluate",
     "report",
@@ -288,10 +290,29 @@ class EstimatorConfig(MixedBatches):
     """``train-estimator``: full supervision on the targets' pseudo-GT mixed with aux3d rows."""
 
 
+class SecondRoundConfig(MixedBatches):
+    """``train-second-round`` (NeuralAnnot supp. Sec. 8): a fresh network trained like the
+    indirect-error estimator, on aux3d + the first round's pseudo-GT; its re-inferred targets
+    become the pseudo-GT (label ``<method>-2nd``). ``second_round: true`` is short for
+    ``second_round: {enabled: true}``."""
+
+    enabled: bool = False
+    """Run the second round (steps ``train-second-round`` and ``reinfer-second-round``)."""
+    epochs: int = Field(5, ge=1)
+    """Passes over the first round's target pseudo-GT rows."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
 #: The training config class under each job key, and the step that reads it.
 TRAINING_SECTIONS: dict[str, type[TrainBase]] = {
-    "pretrain": PretrainConfig, "finetune": FinetuneConfig, "estimator": EstimatorConfig}
-TRAINING_STEPS = {"pretrain": "pretrain", "finetune": "finetune", "estimator": "train-estimator"}
+    "pretrain": PretrainConfig, "finetune": FinetuneConfig, "second_round": SecondRoundConfig,
+    "estimator": EstimatorConfig}
+TRAINING_STEPS = {"pretrain": "pretrain", "finetune": "finetune", "second_round": "train-second-round",
+                  "estimator": "train-estimator"}
 
 
 class PoseSpaceConfig(Strict):
@@ -423,8 +444,9 @@ class JobConfig(Strict):
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
     """Steps to run (always in pipeline order): manifest, train-pose-prior, train-lifter (with
     ``lifter.enabled``), annotate-aux (with ``aux_annotator.kind`` other than ``none``), pretrain, predict-prior,
-    finetune, reinfer, train-estimator, evaluate, report (the last three but one need an ``eval3d``
-    dataset and are skipped without one)."""
+    finetune, reinfer, train-second-round and reinfer-second-round (with ``second_round.enabled``),
+    train-estimator, evaluate, report (the last three but one need an ``eval3d`` dataset and are
+    skipped without one)."""
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -444,6 +466,10 @@ class JobConfig(Strict):
     """Indirect error (NeuralAnnot): an estimator of the same architecture trained from scratch on
     ``aux3d`` + the targets' pseudo-GT (full supervision; ``aux3d_fraction`` of each batch from
     aux3d), then tested on the ``eval3d`` sets. An epoch is one pass over the pseudo-GT rows."""
+    second_round: SecondRoundConfig = SecondRoundConfig()
+    """NeuralAnnot's second round (off by default; ``second_round: true`` turns it on): a fresh network
+    trained on ``aux3d`` + the first round's pseudo-GT, as the estimator is; its re-inferred targets
+    become the pseudo-GT (``<method>-2nd``), the first round's stay in ``first_round/``."""
     ray: RayConfig = RayConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: CUDA when the worker sees a GPU."""

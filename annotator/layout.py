@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from annotator import storage
 
-#: The annotation outputs of a target set: the network's prior predictions, and the pseudo-GT.
-OUTPUT_KINDS = ("prior", "pseudo_gt")
+#: The annotation outputs of a target set: the network's prior predictions, the first round's
+#: pseudo-GT (only with ``second_round.enabled``: the second round's is then ``pseudo_gt``), and the pseudo-GT.
+OUTPUT_KINDS = ("prior", "first_round", "pseudo_gt")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class RunLayout:
     def pseudo_gt(self, dataset: str) -> str:
         return self.output("pseudo_gt", dataset)
 
+    def first_round(self, dataset: str) -> str:
+        """With ``second_round.enabled``: step ``reinfer``'s pseudo-GT, which the second round trains on."""
+        return self.output("first_round", dataset)
+
     def aux_pseudo_gt(self, dataset: str) -> str:
         """SMPL pseudo-GT of an ``aux3d`` set's rows without SMPL (step ``annotate-aux``)."""
         return storage.join(self.root, "aux_pseudo_gt", dataset)
@@ -66,13 +71,13 @@ class RunLayout:
         return storage.join(self.root, "evaluation", dataset)
 
     def output_dir(self, kind: str) -> str:
-        """The folder of every dataset's output of ``kind`` (``prior`` or ``pseudo_gt``)."""
+        """The folder of every dataset's output of ``kind`` (one of :data:`OUTPUT_KINDS`)."""
         if kind not in OUTPUT_KINDS:
             raise ValueError(f"unknown output {kind!r}; one of {', '.join(OUTPUT_KINDS)}")
         return storage.join(self.root, kind)
 
     def output(self, kind: str, dataset: str) -> str:
-        """An annotation output of a dataset: ``kind`` is ``prior`` or ``pseudo_gt``."""
+        """An annotation output of a dataset: ``kind`` is one of :data:`OUTPUT_KINDS`."""
         return storage.join(self.output_dir(kind), dataset)
 
     def reports(self) -> str:

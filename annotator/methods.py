@@ -12,6 +12,11 @@ a new method is one entry.
 ``smplify`` SMPLify per instance from the pretrained network / mean pose / lifter (``smplify.init``)
 ``lifter``  the 2D-keypoint lifter alone (no image network)
 =========== ===============================================================================
+
+``second_round.enabled`` adds NeuralAnnot's second round to any method (supp. Sec. 8): a fresh
+network trained on aux3d + the method's pseudo-GT (step ``train-second-round``, the indirect
+estimator's recipe), whose re-inferred targets (``reinfer-second-round``) become the pseudo-GT;
+the label gets ``-2nd`` and the first round's pseudo-GT is kept in ``first_round/``.
 """
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "train-lifter", "lifter", "the 2D-keypoint lifter alone: no image network"),
 )}
 METHOD_NAMES = tuple(METHODS)
+#: The steps of the second round, in pipeline order; they count as annotation time of every method.
+SECOND_ROUND_STEPS = ("train-second-round", "reinfer-second-round")
 
 
 def uses_lifter(cfg) -> bool:
@@ -63,15 +70,28 @@ def plan_steps(cfg, steps: tuple[str, ...]) -> list[str]:
         out = [s for s in out if s != "train-lifter"]
     if cfg.aux_annotator.kind == "none":
         out = [s for s in out if s != "annotate-aux"]
+    if not cfg.second_round.enabled:
+        out = [s for s in out if s not in SECOND_ROUND_STEPS]
     if not cfg.datasets_with_role("eval3d"):  # the indirect error needs a held-out 3D set
         out = [s for s in out if s not in ("train-estimator", "evaluate")]
     return out
 
 
+def annotation_steps(cfg) -> tuple[str, ...]:
+    """Steps whose wall time counts as the job's annotation time."""
+    return METHODS[cfg.method].annotation_steps + (SECOND_ROUND_STEPS if cfg.second_round.enabled else ())
+
+
 def label(cfg) -> str:
-    """The name reports give the job's annotator: the method plus its ablations, e.g. ``cliff``,
-    ``cliff-no-bbox`` (HMR-style crop-only input), ``cliff-crop-loss`` (crop-frame reprojection
-    loss in the step that makes the annotations), ``cliff-no-prior-reg``, ``smplify-lifter-init``."""
+    """The name reports give the job's annotator: :func:`first_round_label`, plus ``-2nd`` with
+    ``second_round.enabled`` (NeuralAnnot's second round, e.g. ``cliff-2nd``)."""
+    return first_round_label(cfg) + ("-2nd" if cfg.second_round.enabled else "")
+
+
+def first_round_label(cfg) -> str:
+    """The method plus its ablations, e.g. ``cliff``, ``cliff-no-bbox`` (HMR-style crop-only input),
+    ``cliff-crop-loss`` (crop-frame reprojection loss in the step that makes the annotations),
+    ``cliff-no-prior-reg``, ``smplify-lifter-init``."""
     if cfg.method == "lifter":  # no image network, no ablation applies
         return "lifter"
     out = cfg.method
@@ -87,4 +107,5 @@ def label(cfg) -> str:
     return out
 
 
-__all__ = ["Method", "METHODS", "METHOD_NAMES", "plan_steps", "label", "uses_lifter"]
+__all__ = ["Method", "METHODS", "METHOD_NAMES", "SECOND_ROUND_STEPS", "plan_steps", "annotation_steps", "label",
+           "first_round_label", "uses_lifter"]

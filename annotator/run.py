@@ -31,11 +31,13 @@ def _step_functions() -> dict[str, Callable[[StepContext], dict]]:
     from annotator.steps.annotate_aux import run_annotate_aux
     from annotator.steps.prepare import run_manifest, run_train_lifter, run_train_pose_prior
     from annotator.steps.report import run_report
+    from annotator.steps.second_round import run_reinfer_second_round, run_train_second_round
     from annotator.steps.train import run_finetune, run_pretrain
 
     return {"manifest": run_manifest, "train-pose-prior": run_train_pose_prior,
             "train-lifter": run_train_lifter, "annotate-aux": run_annotate_aux, "pretrain": run_pretrain,
             "predict-prior": run_predict_prior, "finetune": run_finetune, "reinfer": run_reinfer,
+            "train-second-round": run_train_second_round, "reinfer-second-round": run_reinfer_second_round,
             "train-estimator": run_train_estimator, "evaluate": run_evaluate, "report": run_report}
 
 
@@ -52,7 +54,11 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
         "pretrain": {"network": d["network"], "crop": d["crop"], "train": d["pretrain"]},
         "predict-prior": {},
         "finetune": {"train": d["finetune"]},
-        "reinfer": {"method": d["method"], "smplify": d["smplify"] if d["method"] == "smplify" else None},
+        "reinfer": {"method": d["method"], "smplify": d["smplify"] if d["method"] == "smplify" else None,
+                    **({"to": "first_round"} if cfg.second_round.enabled else {})},
+        # None: not run, and not chained (as annotate-aux)
+        "train-second-round": {"train": d["second_round"]} if cfg.second_round.enabled else None,
+        "reinfer-second-round": {} if cfg.second_round.enabled else None,
         "train-estimator": {"train": d["estimator"]},
         "evaluate": {},
         "report": {"method": d["method"], "label": cfg.method_label},
@@ -285,7 +291,7 @@ def check_inputs(cfg: JobConfig, steps: list[str]) -> list[str]:
         check("pose_prior.checkpoint", cfg.pose_prior.checkpoint)
     if "train-lifter" in steps and cfg.lifter.checkpoint:
         check("lifter.checkpoint", cfg.lifter.checkpoint)
-    if cfg.network.weights and {"pretrain", "train-estimator"} & set(steps):
+    if cfg.network.weights and {"pretrain", "train-second-round", "train-estimator"} & set(steps):
         if check("network.weights", cfg.network.weights):
             from annotator.steps.runtime import UnsafeCheckpointError, load_torch
 
@@ -313,10 +319,10 @@ def format_summary(cfg: JobConfig, summary: dict) -> str:
 def _headline(step: str, out: dict) -> str:
     if step == "manifest":
         return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects" for n, d in out["datasets"].items())
-    if step in ("predict-prior", "reinfer", "evaluate"):
+    if step in ("predict-prior", "reinfer", "reinfer-second-round", "evaluate"):
         return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects" for n, d in out["datasets"].items()) \
             + (f" ({out['instances_per_s']}/s)" if "instances_per_s" in out else "")
-    if step in ("pretrain", "finetune", "train-estimator"):
+    if step in ("pretrain", "finetune", "train-second-round", "train-estimator"):
         m = out.get("metrics", {})
         return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}"
     if step == "train-pose-prior":

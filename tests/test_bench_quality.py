@@ -29,6 +29,17 @@ def test_every_variant_job_is_labelled_as_the_bench_names_it(tmp_path):
     no_ind = quality.variant_config(quality.QualitySettings(indirect=False), str(tmp_path), quality.VARIANTS[0])
     assert "evaluate" not in no_ind.steps and [d.role for d in no_ind.datasets] == ["aux3d", "target", "aux3d"]
     assert quality.DEFAULT_METHODS == ("cliff", "prior", "smplify")  # the ablations are behind --ablations
+    second = quality.variant_config(s, str(tmp_path), quality.VARIANT_BY_LABEL["cliff-2nd"])
+    assert second.second_round.enabled and "train-second-round" in second.steps
+
+
+def test_the_cli_names_every_variant():
+    from annotator.cli import build_parser
+
+    bench = next(a for a in build_parser()._subparsers._group_actions[0].choices["bench"]._subparsers
+                 ._group_actions[0].choices.items() if a[0] == "quality")[1]
+    methods = next(a for a in bench._actions if a.dest == "methods")
+    assert methods.help.split(": ", 1)[1].split() == [v.label for v in quality.VARIANTS]
 
 
 def _write_result(results, label, ids, err2d, mpjpe, seconds, indirect=None):

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from annotator.config import STEPS, JobConfig
-from annotator.evaluation.reports import ANNOTATION_STEPS
-from annotator.methods import METHOD_NAMES, METHODS
+from annotator.methods import METHOD_NAMES, METHODS, SECOND_ROUND_STEPS, annotation_steps
 from annotator.run import plan_steps
 
 BASE = {"name": "j", "datasets": [{"name": "t", "format": "coco", "role": "target", "path": "x.json", "images": "i"},
@@ -23,7 +22,8 @@ def test_every_method_is_consistent(name):
     assert m.reinfer_from not in m.skips and "reinfer" in m.annotation_steps
     steps = plan_steps(_cfg(method=name))
     assert not set(m.skips) & set(steps)
-    assert ANNOTATION_STEPS[name] == m.annotation_steps
+    assert annotation_steps(_cfg(method=name)) == m.annotation_steps
+    assert annotation_steps(_cfg(method=name, second_round=True)) == m.annotation_steps + SECOND_ROUND_STEPS
     assert _cfg(method=name).method_label.startswith(name)
 
 
@@ -37,6 +37,18 @@ def test_plans():
     assert "finetune" not in plan_steps(_cfg(method="smplify"))
     no_eval = JobConfig.model_validate({**BASE, "datasets": BASE["datasets"][:1]})
     assert "evaluate" not in plan_steps(no_eval) and "train-estimator" not in plan_steps(no_eval)
+
+
+def test_second_round_plan_and_label():
+    """NeuralAnnot's second round: two more steps after reinfer, the label gets -2nd; off, nothing changes."""
+    cfg = _cfg(second_round=True)
+    assert cfg.second_round.enabled and cfg.second_round.epochs == 5
+    assert plan_steps(cfg) == ["manifest", "train-pose-prior", "pretrain", "predict-prior", "finetune", "reinfer",
+                               "train-second-round", "reinfer-second-round", "train-estimator", "evaluate", "report"]
+    assert cfg.method_label == "cliff-2nd"
+    assert _cfg(method="smplify", second_round={"enabled": True, "lr": 1e-3}).method_label == "smplify-2nd"
+    assert not set(SECOND_ROUND_STEPS) & set(plan_steps(_cfg(second_round={"lr": 1e-3})))
+    assert _cfg(second_round=False).method_label == "cliff"
 
 
 def test_labels():

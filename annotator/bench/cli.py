@@ -69,9 +69,11 @@ def add_commands(subparsers) -> None:
     q.add_argument("--work-dir", default=None,
                    help="keep the runs here; a later bench run with the same dir reuses finished steps")
     q.add_argument("--methods", nargs="+", default=None, metavar="LABEL",
-                   help="subset of: cliff prior smplify lifter smplify-lifter-init cliff-no-prior-reg cliff-no-bbox cliff-crop-loss")
+                   help="subset of: cliff prior smplify lifter smplify-lifter-init cliff-2nd cliff-no-prior-reg cliff-no-bbox "
+                        "cliff-crop-loss")
     q.add_argument("--ablations", action="store_true", default=None,
-                   help="also run cliff-no-prior-reg, cliff-no-bbox and cliff-crop-loss")
+                   help="also run every variant not in --methods (lifter, smplify-lifter-init, cliff-2nd and the "
+                        "cliff ablations)")
     q.add_argument("--no-indirect", dest="indirect", action="store_false", default=None,
                    help="skip the indirect error (estimator trained on the pseudo-GT)")
     for name in ("lab_images", "wild3d_train_images", "mocap_poses", "lifter_poses", "lifter_steps", "wild_images", "wild3d_images", "crop_size", "pretrain_epochs", "finetune_epochs",

@@ -35,14 +35,12 @@ from annotator.body.joints import COCO17_NAMES, TRAIN_CONVENTION
 from annotator.config import STEPS
 from annotator.evaluation import overlay, plots
 from annotator.evaluation.metrics import joint_errors
-from annotator.evaluation.reports import read_parquet_dir, read_parquet_file
+from annotator.evaluation.reports import OUTPUTS, read_parquet_dir, read_parquet_file
 from annotator.layout import RunLayout
 
 log = logging.getLogger("annotator")
 
-OUTPUTS = {"prior": "prior", "final": "pseudo_gt"}
-"""Report ``output`` label -> the kind of run output it is (:data:`annotator.layout.OUTPUT_KINDS`)."""
-OUTPUT_COLOURS = {"prior": "#7f93b8", "final": "#e07b39"}
+OUTPUT_COLOURS = {"prior": "#7f93b8", "first_round": "#9bbf6a", "final": "#e07b39"}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from annotator import storage
-from annotator.methods import METHODS
+from annotator.methods import annotation_steps
 from annotator.body.joints import COCO17_NAMES, TRAIN_CONVENTION, convert, get_convention, select_keypoints
 from annotator.data import manifest as manifest_io
 from annotator.evaluation import metrics
@@ -50,10 +50,9 @@ ORIENT_FLIP_DEG = 90.0
 #: Per-sample per-joint columns: COCO-17 lists, NaN where a joint is unannotated / no truth.
 JOINT_COLUMNS = ("joint_err2d_px", "joint_err3d_mm")
 
-ANNOTATION_STEPS = {name: m.annotation_steps for name, m in METHODS.items()}
-"""Steps whose time counts towards a method's annotation time (from :mod:`annotator.methods`)."""
-"""The steps whose wall time makes each method's annotations (``manifest`` - reading the
-dataset - is common to all and left out)."""
+OUTPUTS = {"prior": "prior", "first_round": "first_round", "final": "pseudo_gt"}
+"""Report ``output`` label -> the kind of run output it is (:data:`annotator.layout.OUTPUT_KINDS`):
+the pretrained network's predictions, the first round's pseudo-GT (with a second round), the pseudo-GT."""
 
 
 # ----------------------------------------------------------------------------- reading
@@ -265,7 +264,7 @@ def output_errors(df: pd.DataFrame, annotations: tuple[pd.Index, np.ndarray], gt
 
 def annotation_time(cfg, step_seconds: dict[str, float], instances: int) -> dict:
     """Wall time of the steps that made this job's annotations and instances per second."""
-    steps = {s: round(float(step_seconds[s]), 2) for s in ANNOTATION_STEPS[cfg.method]
+    steps = {s: round(float(step_seconds[s]), 2) for s in annotation_steps(cfg)  # ``manifest`` is common to all
              if s in step_seconds and s in cfg.steps}
     total = sum(steps.values())
     return {"method": cfg.method_label, "steps": steps, "seconds": round(total, 2), "instances": int(instances),
@@ -294,8 +293,8 @@ def build_reports(layout, cfg, manifest_result: dict, body, step_seconds: dict[s
         gt = ground_truth(d.name, made)
         annotations = read_annotations(layout.root, d.name)
         frames = []
-        for which, path in {"prior": layout.prior(d.name), "final": layout.pseudo_gt(d.name)}.items():
-            df = read_parquet_dir(path, pgt_cols)
+        for which, kind in OUTPUTS.items():
+            df = read_parquet_dir(layout.output(kind, d.name), pgt_cols)
             if df.empty:
                 continue
             rep = output_errors(df, annotations, gt, body)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from annotator import storage
-from annotator.methods import METHODS
+from annotator.methods import METHODS, first_round_label
 from annotator.data.pseudo_gt import PARAM_WIDTHS, to_table
 from annotator.steps.base import Progress, StepContext
 
@@ -371,11 +371,17 @@ def run_inference(ctx: StepContext, step: str) -> dict:
         weights, out_of, method = ctx.result("pretrain")["weights"], ctx.layout.prior, "prior"
     else:  # the step the method predicts with (annotator.methods): finetune, pretrain or train-lifter
         source = ctx.result(METHODS[cfg.method].reinfer_from)
-        weights, out_of, method = source.get("weights") or source["lifter"], ctx.layout.pseudo_gt, cfg.method
+        # with a second round, the first round's pseudo-GT goes to first_round/ (annotator.steps.second_round)
+        out_of = ctx.layout.first_round if cfg.second_round.enabled else ctx.layout.pseudo_gt
+        if not cfg.second_round.enabled:  # an earlier run's first round is not this pseudo-GT's
+            for d in ctx.datasets("target"):
+                if storage.exists(ctx.layout.first_round(d.name)):
+                    storage.remove(ctx.layout.first_round(d.name), recursive=True)
+        weights, method = source.get("weights") or source["lifter"], cfg.method
     manifest = ctx.result("manifest")["datasets"]
     shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
     vposer = ctx.result("train-pose-prior")["vposer"] if method == "smplify" and "train-pose-prior" in ctx.cfg.steps else None
-    label = cfg.method_label if step == "reinfer" else method
+    label = first_round_label(cfg) if step == "reinfer" else method
     lifter = ctx.result("train-lifter")["lifter"] if method == "smplify" and cfg.smplify.init == "lifter" else None
     return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer, label=label, lifter_path=lifter),
             "weights": weights, "method": label}

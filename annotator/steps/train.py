@@ -9,6 +9,8 @@
 * train-estimator (NeuralAnnot's indirect error): a new network of the same architecture,
   from scratch, fully supervised on ``aux3d`` + the targets' pseudo-GT as if it were ground
   truth (SMPL parameters, their 3D joints, and the annotated 2D keypoints).
+* train-second-round (NeuralAnnot supp. Sec. 8): the same recipe on the first round's
+  pseudo-GT (``first_round/``), settings in ``second_round:``.
 
 Ray Train (``TorchTrainer``) runs :func:`train_loop` on each worker with DDP; inputs are
 Ray Datasets (manifest shards -> CPU decode+crop tasks) split across workers. Each epoch
@@ -242,11 +244,15 @@ class TrainingStep:
     """Columns joined to the main rows: ``attach_prior`` (``prior/``) or ``attach_pseudo_gt`` (``pseudo_gt/``)."""
     init_from: str | None = None
     """Step whose weights it starts from; None: from scratch (backbone weights from ``network.weights``)."""
+    attach_from: str | None = None
+    """Run output (:data:`annotator.layout.OUTPUT_KINDS`) the attached columns come from; None: the
+    attach's own (``prior`` / ``pseudo_gt``)."""
 
 
 TRAINING_STEPS: dict[str, TrainingStep] = {
     "pretrain": TrainingStep("pretrain", "aux3d"),
     "finetune": TrainingStep("finetune", "target", attach="attach_prior", init_from="pretrain"),
+    "train-second-round": TrainingStep("second_round", "target", attach="attach_pseudo_gt", attach_from="first_round"),
     "train-estimator": TrainingStep("estimator", "target", attach="attach_pseudo_gt"),
 }
 
@@ -256,11 +262,11 @@ def train_settings(cfg, step: str):
     return getattr(cfg, TRAINING_STEPS[step].section)
 
 
-def _attached_dirs(ctx: StepContext, attach: str | None, names: list[str]) -> dict:
-    if attach is None:
+def _attached_dirs(ctx: StepContext, kind: TrainingStep, names: list[str]) -> dict:
+    if kind.attach is None:
         return {}
-    where = {"attach_prior": ctx.layout.prior, "attach_pseudo_gt": ctx.layout.pseudo_gt}[attach]
-    return {"attach": attach, "dirs": {n: where(n) for n in names}}
+    output = kind.attach_from or {"attach_prior": "prior", "attach_pseudo_gt": "pseudo_gt"}[kind.attach]
+    return {"attach": kind.attach, "dirs": {n: ctx.layout.output(output, n) for n in names}}
 
 
 def _only_ok(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -319,7 +325,7 @@ def _role_specs(ctx: StepContext, step: str) -> dict:
     # aux3d rows without SMPL: their annotate-aux pseudo-GT (none written: a no-op)
     aux_attach = {"attach": "attach_aux_pseudo_gt", "dirs": {n: ctx.layout.aux_pseudo_gt(n) for n in aux_names}} \
         if cfg.aux_annotator.kind != "none" else {}
-    main_attach = _attached_dirs(ctx, kind.attach, main_names) if kind.main_role != "aux3d" else aux_attach
+    main_attach = _attached_dirs(ctx, kind, main_names) if kind.main_role != "aux3d" else aux_attach
     roles: dict = {"main": spec(main_names, heldout=held if kind.main_role == "aux3d" else 0.0, **main_attach)}
     if isinstance(tcfg, MixedBatches) and tcfg.aux3d_fraction > 0 and aux_names:
         roles["aux"] = spec(aux_names, heldout=held, **aux_attach)  # mixed into every batch
