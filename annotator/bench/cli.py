@@ -49,10 +49,12 @@ def add_commands(subparsers) -> None:
     b.set_defaults(func=_body)
 
     a = sub.add_parser("aux", help="SMPL for a set with 3D joints only (IK network) vs its hidden truth")
-    a.add_argument("--seed", type=int, default=0, help="picks the synthetic world")
-    a.add_argument("--images", type=int, default=300, help="lab images (one person each) of the test set")
-    a.add_argument("--train-poses", type=int, default=20000, help="synthetic mocap poses the IK network trains on")
-    a.add_argument("--steps", type=int, default=1500, help="IK training steps")
+    # defaults None: the values of annotator.bench.aux.AuxSettings apply
+    a.add_argument("--seed", type=int, default=None, help="picks the synthetic world (default 0)")
+    a.add_argument("--images", type=int, default=None, help="lab images (one person each) of the test set (300)")
+    a.add_argument("--train-poses", type=int, default=None,
+                   help="synthetic mocap poses the IK network trains on (20000)")
+    a.add_argument("--steps", type=int, default=None, help="IK training steps (1500)")
     a.add_argument("--out", default=None, help="also write the numbers as JSON here (local or s3://)")
     a.set_defaults(func=_aux)
 
@@ -104,7 +106,8 @@ def _quality(args: argparse.Namespace) -> int:
 def _aux(args: argparse.Namespace) -> int:
     from annotator.bench.aux import AuxSettings, format_table, run
 
-    result = run(AuxSettings(seed=args.seed, images=args.images, train_poses=args.train_poses, steps=args.steps))
+    given = {k: getattr(args, k) for k in ("seed", "images", "train_poses", "steps") if getattr(args, k) is not None}
+    result = run(AuxSettings(**given))
     print(format_table(result))
     if args.out:
         storage.write_bytes_atomic(args.out, json.dumps(result, indent=1).encode())

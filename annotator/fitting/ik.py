@@ -20,20 +20,25 @@ import torch
 from torch import Tensor
 
 from annotator.body.joints import get_convention, select_keypoints
+from annotator.config import AuxAnnotatorConfig
 from annotator.fitting.keypoints import VertexSubset, convention_keypoints
 from annotator.fitting.lifter import BETA_CLIP, random_root
 from annotator.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from annotator.model.ik import IKNet, ik_inputs
 from annotator.model.losses import ik_loss
 
+_JOB_DEFAULTS = AuxAnnotatorConfig()
+
 
 @dataclass(frozen=True)
 class IKTraining:
-    """How the IK network is trained (the defaults are what ``annotator ik`` and the bench use)."""
+    """How the IK network is trained. ``steps``, ``batch_size`` and ``lr`` default to the job's
+    ``aux_annotator`` defaults (:class:`annotator.config.AuxAnnotatorConfig`), which ``annotator ik``
+    uses as well; the job's values are mapped onto it by step ``annotate-aux``."""
 
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
+    steps: int = _JOB_DEFAULTS.steps
+    batch_size: int = _JOB_DEFAULTS.batch_size
+    lr: float = _JOB_DEFAULTS.lr
     """Peak learning rate of the one-cycle schedule (Adam)."""
     noise_m: float = 0.01
     """Std of the Gaussian noise added to every input joint (metres; the paper's Tab. 4 range)."""

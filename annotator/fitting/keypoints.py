@@ -34,6 +34,31 @@ NUM_POSE_FEATURES = (NUM_JOINTS - 1) * 9
 _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+class KinematicChain:
+    """SMPL's shaped rest joints and rigid transforms of the 24 joints, without the mesh: the part
+    of linear blend skinning that :class:`ConventionKeypoints` and :class:`VertexSubset` share."""
+
+    def __init__(self, smpl, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        to = dict(device=device if device is not None else smpl.v_template.device,
+                  dtype=dtype or smpl.v_template.dtype)
+        f64 = dict(dtype=torch.float64, device="cpu")
+        j_reg = smpl.J_regressor.to(**f64)
+        self.joint_template = (j_reg @ smpl.v_template.to(**f64)).to(**to)  # (24, 3)
+        self.joint_shape = torch.einsum("jv,vcl->jcl", j_reg, smpl.shapedirs.to(**f64)).to(**to)
+        # kept on the CPU: smplx's kinematic chain indexes a Python list with it (no device syncs)
+        self.parents = smpl.parents.cpu()
+
+    def __call__(self, rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(B, 24, 3, 3)`` rotations (root first), ``(B, NB)`` betas -> SMPL's pose feature
+        ``(B, 207)``, posed joints ``(B, 24, 3)`` and their transforms ``(B, 24, 4, 4)`` (no translation)."""
+        b = betas.shape[0]
+        eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
+        pose_feature = (rot[:, 1:] - eye).reshape(b, NUM_POSE_FEATURES)
+        rest_joints = self.joint_template + torch.einsum("jcl,bl->bjc", self.joint_shape, betas)
+        joints, transforms = batch_rigid_transform(rot, rest_joints, self.parents, dtype=rot.dtype)
+        return pose_feature, joints, transforms
+
+
 class ConventionKeypoints:
     """Keypoints of one convention as a function of SMPL parameters (see the module docstring)."""
 
@@ -65,17 +90,13 @@ class ConventionKeypoints:
         posedirs = smpl.posedirs.to(**f64).reshape(NUM_POSE_FEATURES, num_vertices, 3)[:, support]
         posedirs = posedirs.permute(1, 2, 0)  # (S, 3, 207)
         s = support.numel()
-        j_reg = smpl.J_regressor.to(**f64)
         to = dict(device=device, dtype=dtype)
         self.lin_template = (rw @ v_template).to(**to)  # (L*24, 3)
         m = rw.shape[0]
         self.lin_shape = (rw @ shapedirs.reshape(s, 3 * self.num_betas)).reshape(m, 3, self.num_betas).to(**to)
         self.lin_pose = (rw @ posedirs.reshape(s, 3 * NUM_POSE_FEATURES)).reshape(m, 3, NUM_POSE_FEATURES).to(**to)
         self.lin_weight = rw.sum(-1).to(**to)  # (L*24,) homogeneous coordinate
-        self.joint_template = (j_reg @ smpl.v_template.to(**f64)).to(**to)  # (24, 3)
-        self.joint_shape = torch.einsum("jv,vcl->jcl", j_reg, smpl.shapedirs.to(**f64)).to(**to)
-        # kept on the CPU: smplx's kinematic chain indexes a Python list with it (no device syncs)
-        self.parents = smpl.parents.cpu()
+        self.chain = KinematicChain(smpl, device, dtype)
         self.num_linear = len(rows)
         # output order: keypoint i of the convention is row order[i] of cat([joints, linear])
         order, lin_pos = [], NUM_JOINTS
@@ -98,10 +119,7 @@ class ConventionKeypoints:
     def from_rotmat(self, rot: Tensor, betas: Tensor, transl: Tensor) -> tuple[Tensor, Tensor]:
         """As :meth:`__call__`, from ``(B, 24, 3, 3)`` rotation matrices (root first)."""
         b = betas.shape[0]
-        eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
-        pose_feature = (rot[:, 1:] - eye).reshape(b, NUM_POSE_FEATURES)
-        rest_joints = self.joint_template + torch.einsum("jcl,bl->bjc", self.joint_shape, betas)
-        joints, transforms = batch_rigid_transform(rot, rest_joints, self.parents, dtype=rot.dtype)
+        pose_feature, joints, transforms = self.chain(rot, betas)
         lin = (self.lin_template + torch.einsum("mcl,bl->bmc", self.lin_shape, betas)
                + torch.einsum("mcp,bp->bmc", self.lin_pose, pose_feature))
         homog = torch.cat([lin, self.lin_weight.expand(b, -1)[..., None]], dim=-1)
@@ -138,18 +156,12 @@ class VertexSubset:
         self.shapedirs = smpl.shapedirs[ids]  # (S, 3, NB)
         self.posedirs = smpl.posedirs.reshape(NUM_POSE_FEATURES, -1, 3)[:, ids]  # (207, S, 3)
         self.weights = smpl.lbs_weights[ids]  # (S, 24)
-        self.joint_template = smpl.J_regressor @ smpl.v_template  # (24, 3)
-        self.joint_shape = torch.einsum("jv,vcl->jcl", smpl.J_regressor, smpl.shapedirs)
-        self.parents = smpl.parents.cpu()
+        self.chain = KinematicChain(smpl)
 
     def __call__(self, rot: Tensor, betas: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, 24, 3, 3)`` rotations (root first), ``(B, NB)`` betas -> ``(B, S, 3)`` vertices and
         ``(B, 24, 3)`` posed joints (no translation)."""
-        b = betas.shape[0]
-        eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
-        pose_feature = (rot[:, 1:] - eye).reshape(b, NUM_POSE_FEATURES)
-        rest_joints = self.joint_template + torch.einsum("jcl,bl->bjc", self.joint_shape, betas)
-        joints, transforms = batch_rigid_transform(rot, rest_joints, self.parents, dtype=rot.dtype)
+        pose_feature, joints, transforms = self.chain(rot, betas)
         v = (self.template + torch.einsum("scl,bl->bsc", self.shapedirs, betas)
              + torch.einsum("psc,bp->bsc", self.posedirs, pose_feature))
         t = torch.einsum("sj,bjrc->bsrc", self.weights, transforms)  # (B, S, 4, 4)

@@ -23,6 +23,8 @@ log = logging.getLogger("annotator")
 
 STEP = "annotate-aux"
 REASON = "no_3d_joints"
+METHOD = "ik"
+"""``method`` column of the IK network's aux pseudo-GT."""
 
 
 def _needs(cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -31,34 +33,28 @@ def _needs(cols: dict[str, np.ndarray]) -> np.ndarray:
 
 def annotate_shard(cols: dict[str, np.ndarray], fits: dict[str, tuple], body, crop_scale: float,
                    checkpoint_id: str) -> dict[str, np.ndarray]:
-    """Predictor-style output columns (see :class:`annotator.steps.infer.Predictor`) of the rows of
+    """The pseudo-GT columns (:func:`annotator.steps.infer.output_columns`) of the rows of
     one manifest shard that lack SMPL: ``fits`` maps a joint convention to ``(net, convention)``."""
     import torch
 
     from annotator.body.joints import TRAIN_CONVENTION, select_keypoints
     from annotator.data.batching import stack_list_column
-    from annotator.data.pseudo_gt import PARAM_WIDTHS
     from annotator.fitting.ik import ik_fit
     from annotator.geometry.cameras import cam_full_to_crop, default_focal, perspective_projection
     from annotator.geometry.crop import bbox_to_center_size
-    from annotator.steps.infer import PASS_THROUGH
+    from annotator.steps.infer import output_columns
 
     need = _needs(cols)
     sub = {k: np.asarray(v)[need] for k, v in cols.items()}
     n = int(need.sum())
-    out: dict[str, np.ndarray] = {k: sub[k] for k in PASS_THROUGH if k in sub}
-    for name, width in PARAM_WIDTHS.items():
-        out[name] = np.full((n, width), np.nan, np.float32)
-    bbox = stack_list_column(sub["bbox"], 4)[0]
+    out = output_columns(sub, METHOD, checkpoint_id, body)
+    bbox = out["bbox"]
     w, h = np.asarray(sub["image_width"], np.float32), np.asarray(sub["image_height"], np.float32)
     focal = np.asarray([np.nan if f is None else f for f in sub["focal_length"]], np.float32)
     focal[~np.isfinite(focal)] = default_focal(torch.from_numpy(w), torch.from_numpy(h)).numpy()[~np.isfinite(focal)]
     pp, pp_ok = stack_list_column(sub["principal_point"], 2)
     pp[~pp_ok] = np.stack([w, h], 1)[~pp_ok] / 2
-    out.update(bbox=bbox, image_width=w.astype(np.int32), image_height=h.astype(np.int32), focal_length=focal,
-               principal_point=pp, err2d_px=np.full(n, np.nan, np.float32), err2d_norm=np.full(n, np.nan, np.float32))
-    k_out = len(select_keypoints(torch.zeros(1, len(body.keypoint_names), 3), body.keypoint_names, TRAIN_CONVENTION)[0])
-    kp_out = np.full((n, 2 * k_out), np.nan, np.float32)
+    out.update(focal_length=focal, principal_point=pp)
     ok = np.zeros(n, bool)
     conv = np.asarray(sub["joints_3d_convention"], object)
     has3d = np.asarray(sub["has_3d"], bool)
@@ -80,17 +76,11 @@ def annotate_shard(cols: dict[str, np.ndarray], fits: dict[str, tuple], body, cr
         for name in ("global_orient", "body_pose", "betas", "transl"):
             out[name][rows] = fit[name].numpy()
         out["crop_cam"][rows] = crop_cam.numpy()
-        kp_out[rows] = uv.reshape(len(rows), -1).numpy()
+        out["keypoints_2d"][rows] = uv.reshape(len(rows), -1).numpy()
         ok[rows] = True
-    out["keypoints_2d"] = kp_out
-    out["keypoint_convention"] = np.full(n, TRAIN_CONVENTION, dtype=object)
     out["ok"] = ok
     out["reason"] = np.where(ok, "", REASON).astype(object)
     out["error"] = np.where(ok, "", "the row has neither SMPL parameters nor 3D joints").astype(object)
-    out["method"] = np.full(n, "ik", dtype=object)
-    out["checkpoint_id"] = np.full(n, checkpoint_id, dtype=object)
-    out["body_model_id"] = np.full(n, body.model_id, dtype=object)
-    out["body_model_checksum"] = np.full(n, body.checksum, dtype=object)
     return out
 
 

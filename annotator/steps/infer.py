@@ -37,6 +37,34 @@ log = logging.getLogger("annotator")
 PASS_THROUGH = ("sample_id", "dataset", "image_path", "source", "path")
 
 
+def output_columns(batch: dict[str, np.ndarray], label: str, checkpoint_id: str, body) -> dict[str, np.ndarray]:
+    """The pseudo-GT schema's columns for the rows of ``batch`` (manifest columns), before any
+    prediction: pass-through and image columns filled, parameters, camera, keypoints and 2D errors
+    NaN for the predictor to fill, and the provenance columns (``method`` = ``label``). Shared by
+    :class:`Predictor` and the aux annotator (:mod:`annotator.steps.annotate_aux`)."""
+    from annotator.body.joints import TRAIN_CONVENTION, get_convention
+    from annotator.data.batching import stack_list_column
+
+    n = len(batch["sample_id"])
+    out: dict[str, np.ndarray] = {k: np.asarray(batch[k]) for k in PASS_THROUGH if k in batch}
+    for name, width in PARAM_WIDTHS.items():
+        out[name] = np.full((n, width), np.nan, np.float32)
+    out["bbox"] = stack_list_column(batch["bbox"], 4)[0]
+    out["image_width"] = np.asarray(batch["image_width"], np.int32)
+    out["image_height"] = np.asarray(batch["image_height"], np.int32)
+    out["focal_length"] = np.full(n, np.nan, np.float32)
+    out["principal_point"] = np.full((n, 2), np.nan, np.float32)
+    out["err2d_px"] = np.full(n, np.nan, np.float32)
+    out["err2d_norm"] = np.full(n, np.nan, np.float32)
+    out["keypoints_2d"] = np.full((n, 2 * get_convention(TRAIN_CONVENTION).num_joints), np.nan, np.float32)
+    out["keypoint_convention"] = np.full(n, TRAIN_CONVENTION, dtype=object)
+    out["method"] = np.full(n, label, dtype=object)
+    out["checkpoint_id"] = np.full(n, checkpoint_id, dtype=object)
+    out["body_model_id"] = np.full(n, body.model_id, dtype=object)
+    out["body_model_checksum"] = np.full(n, body.checksum, dtype=object)
+    return out
+
+
 class Predictor:
     """Ray Data actor: loads the body model and network once, predicts a batch of crops."""
 
@@ -112,25 +140,14 @@ class Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from annotator.body.joints import TRAIN_CONVENTION
-        from annotator.data.batching import stack_list_column, to_model_batch
+        from annotator.data.batching import to_model_batch
         from annotator.model.cliff import net_inputs
         from annotator.model.outputs import decode
         from annotator.steps.runtime import autocast
 
-        n = len(batch["sample_id"])
         ok = np.asarray(batch["ok"], dtype=bool)
-        out: dict[str, np.ndarray] = {k: np.asarray(batch[k]) for k in PASS_THROUGH if k in batch}
+        out = output_columns(batch, self.label, self.checkpoint_id, self.body)
         out["ok"], out["error"], out["reason"] = ok, np.asarray(batch["error"], dtype=object), np.asarray(batch["reason"], dtype=object)
-        for name, width in PARAM_WIDTHS.items():
-            out[name] = np.full((n, width), np.nan, np.float32)
-        out["bbox"] = stack_list_column(batch["bbox"], 4)[0]
-        out["image_width"] = np.asarray(batch["image_width"], np.int32)
-        out["image_height"] = np.asarray(batch["image_height"], np.int32)
-        out["focal_length"] = np.full(n, np.nan, np.float32)
-        out["principal_point"] = np.full((n, 2), np.nan, np.float32)
-        out["err2d_px"] = np.full(n, np.nan, np.float32)
-        out["err2d_norm"] = np.full(n, np.nan, np.float32)
-        kp_out = None
         if ok.any():
             sub = {k: v[ok] for k, v in batch.items()}
             mb = to_model_batch(sub, self.device)
@@ -157,14 +174,7 @@ class Predictor:
             out["principal_point"][ok] = mb["principal_point"].cpu().numpy()
             out["err2d_px"][ok] = err_px.cpu().numpy()
             out["err2d_norm"][ok] = (err_px / mb["box_size"]).cpu().numpy()
-            kp_out = np.full((n, kp2d.shape[1] * 2), np.nan, np.float32)
-            kp_out[ok] = kp2d.reshape(len(kp2d), -1).cpu().numpy()
-        out["keypoints_2d"] = kp_out if kp_out is not None else np.full((n, 34), np.nan, np.float32)
-        out["keypoint_convention"] = np.full(n, TRAIN_CONVENTION, dtype=object)
-        out["method"] = np.full(n, self.label, dtype=object)
-        out["checkpoint_id"] = np.full(n, self.checkpoint_id, dtype=object)
-        out["body_model_id"] = np.full(n, self.body.model_id, dtype=object)
-        out["body_model_checksum"] = np.full(n, self.body.checksum, dtype=object)
+            out["keypoints_2d"][ok] = kp2d.reshape(len(kp2d), -1).cpu().numpy()
         return out
 
 
