@@ -206,7 +206,7 @@ def variant_config(s: QualitySettings, root: str, variant: Variant):
 
 def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -> dict:
     """Run one variant's job; keep a copy of its reports under ``results/<label>/``."""
-    from annotator.run import run_job
+    from annotator.run import plan_steps, run_job
 
     cfg = variant_config(s, root, variant)
     t0 = time.monotonic()
@@ -220,9 +220,10 @@ def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -
     shutil.copytree(os.path.join(cfg.run_root, "pseudo_gt", TARGET), os.path.join(out, "pseudo_gt", TARGET),
                     ignore=shutil.ignore_patterns("_*"))
     curves = {}
+    planned = plan_steps(cfg)
     for step in CURVE_STEPS:
         record = os.path.join(cfg.run_root, "state", f"{step}.json")
-        if step in cfg.steps and os.path.exists(record):
+        if step in planned and os.path.exists(record):
             with open(record, encoding="utf-8") as fh:
                 curves[step] = json.load(fh).get("outputs", {}).get("curve", [])
     with open(os.path.join(out, "curves.json"), "w", encoding="utf-8") as fh:
@@ -299,9 +300,9 @@ def write_learning_curves(results: str, labels: list[str], baseline: dict | None
             steps = json.load(fh)
         if "pretrain" in steps and "pretrain" not in curves:
             curves["pretrain"] = steps["pretrain"]
-        if label.startswith("cliff") and "finetune" in steps and "train-second-round" not in steps:
+        if label.startswith("cliff") and steps.get("finetune") and not steps.get("train-second-round"):
             curves[f"{label}: finetune"] = steps["finetune"]  # a second round's first round is cliff's own
-        if "train-second-round" in steps:  # from scratch, like the estimator: kept, not drawn
+        if steps.get("train-second-round"):  # from scratch, like the estimator: kept, not drawn
             curves[f"{label}: second round"] = steps["train-second-round"]
         if "train-estimator" in steps:
             curves[f"{label}: estimator"] = steps["train-estimator"]
