@@ -57,7 +57,8 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
         "reinfer": {"method": d["method"], "smplify": d["smplify"] if d["method"] == "smplify" else None,
                     **({"to": "first_round"} if cfg.second_round.enabled else {})},
         # None: not run, and not chained (as annotate-aux)
-        "train-second-round": {"train": d["second_round"]} if cfg.second_round.enabled else None,
+        "train-second-round": {"train": d["second_round"], "lifter": cfg.lifter.enabled}
+        if cfg.second_round.enabled else None,
         "reinfer-second-round": {} if cfg.second_round.enabled else None,
         "train-estimator": {"train": d["estimator"]},
         "evaluate": {},
@@ -305,14 +306,11 @@ def check_inputs(cfg: JobConfig, steps: list[str]) -> list[str]:
     return problems
 
 
-#: Width of the step column of the summary table (the longest step name).
-STEP_COLUMN = max(len(s) for s in STEPS)
-
-
 def format_summary(cfg: JobConfig, summary: dict) -> str:
-    lines = [f"run {cfg.name}: {storage.redact(cfg.run_root)}", f"{'step':<{STEP_COLUMN}} {'status':<16} {'seconds':>8}  result"]
+    width = max([len("step"), *(len(s) for s in summary)])  # the step column: the longest step name shown
+    lines = [f"run {cfg.name}: {storage.redact(cfg.run_root)}", f"{'step':<{width}} {'status':<16} {'seconds':>8}  result"]
     for step, s in summary.items():
-        lines.append(f"{step:<{STEP_COLUMN}} {s['status']:<16} {s['seconds']:>8.1f}  {_headline(step, s['outputs'])}")
+        lines.append(f"{step:<{width}} {s['status']:<16} {s['seconds']:>8.1f}  {_headline(step, s['outputs'])}")
     return "\n".join(lines)
 
 

@@ -62,7 +62,8 @@ def test_a_job_whose_only_aux3d_set_has_no_smpl_runs_end_to_end(tmp_path, ray_lo
     job["datasets"] = [dict(job["datasets"][0], synth={"domain": "lab", "num_images": 24, "seed": 3, "smpl": False}),
                        job["datasets"][1]]
     job.update(storage={"root": str(tmp_path / "runs")}, method="prior", pose_prior={"mocap_poses": 200, "epochs": 1},
-               aux_annotator={"kind": "ik", "steps": 30, "batch_size": 64, "mocap_poses": 500})
+               aux_annotator={"kind": "ik", "steps": 30, "batch_size": 64, "mocap_poses": 500},
+               pretrain={**job["pretrain"], "heldout_fraction": 0.3})
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     summary = run_job(load_job(path))
@@ -74,3 +75,7 @@ def test_a_job_whose_only_aux3d_set_has_no_smpl_runs_end_to_end(tmp_path, ray_lo
     assert set(aux["method"]) == {"ik"} and np.isfinite(np.stack(aux["body_pose"])).all()
     assert summary["annotate-aux"]["status"] == "ran" and summary["pretrain"]["status"] == "ran"
     assert summary["annotate-aux"]["outputs"]["datasets"]["lab"]["rows"] == len(manifest)
+    # the learning curve's held-out aux3d monitor scores rows against their own SMPL: none has it here,
+    # so there is no such point (not a score against zero parameters)
+    curve = summary["pretrain"]["outputs"]["curve"]
+    assert curve and not any("aux3d_heldout" in point for point in curve)

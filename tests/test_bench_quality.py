@@ -88,6 +88,21 @@ def test_summary_uses_common_instances_and_checks_the_orderings(tmp_path):
     assert "DOES NOT HOLD" in quality.format_table({"seed": 0, **out})
 
 
+def test_rescore_tabulates_kept_results_without_running_anything(tmp_path, monkeypatch):
+    results = tmp_path / "seed-4" / "results"
+    _write_result(results, "cliff", ["w/1", "w/2"], [10, 20], [100, 200], 50.0)
+    _write_result(results, "cliff-2nd", ["w/1", "w/2"], [30, 30], [300, 300], 70.0)
+    monkeypatch.setattr(quality, "run_variant", lambda *a: pytest.fail("--rescore ran a variant"))
+    out = quality.run_bench(quality.QualitySettings(seed=4, work_dir=str(tmp_path), methods=("cliff", "cliff-2nd"),
+                                                    rescore=True))
+    assert out["runs"] == {} and out["methods"]["cliff-2nd"]["mpjpe"] == 300.0
+    second = {o["metric"]: o["holds"] for o in out["orderings"] if o["better"] == "cliff-2nd"}
+    assert second["mpjpe"] is False and second["indirect_pa_mpjpe"] is None
+    assert (results / "learning_curve.png").exists()
+    with pytest.raises(ValueError, match="--work-dir"):
+        quality.run_bench(quality.QualitySettings(rescore=True))
+
+
 @pytest.mark.slow
 def test_bench_quality_runs_two_methods_on_a_tiny_world(tmp_path):
     """The real bench path (run_job per variant on a local Ray, shared pretrain), tiny."""

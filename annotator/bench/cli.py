@@ -76,6 +76,8 @@ def add_commands(subparsers) -> None:
     q.add_argument("--ablations", action="store_true", default=None,
                    help="also run every variant not in --methods (lifter, smplify-lifter-init, cliff-2nd and the "
                         "cliff ablations)")
+    q.add_argument("--rescore", action="store_true", default=None,
+                   help="run nothing: tabulate the results earlier bench runs kept in --work-dir")
     q.add_argument("--no-indirect", dest="indirect", action="store_false", default=None,
                    help="skip the indirect error (estimator trained on the pseudo-GT)")
     for name in ("lab_images", "wild3d_train_images", "mocap_poses", "lifter_poses", "lifter_steps", "wild_images", "wild3d_images", "crop_size", "pretrain_epochs", "finetune_epochs",

@@ -144,6 +144,9 @@ class QualitySettings:
     indirect: bool = True
     work_dir: str | None = None
     """Keep the runs here (reused by a later bench run); default: a temporary directory."""
+    rescore: bool = False
+    """Run nothing: tabulate the variants' results kept under ``work_dir/seed-S/results/`` by earlier
+    bench runs (e.g. one run per variant)."""
     ray_cpus: int | None = None
     extra: dict = field(default_factory=dict)
     """Further ``key.path -> value`` overrides applied to every variant."""
@@ -180,6 +183,9 @@ def bench_job(s: QualitySettings, root: str, group: str) -> dict:
                      "heldout_fraction": 0.05},
         "estimator": {"epochs": s.estimator_epochs, "batch_size": 32, "lr": 1e-3, "seed": s.seed,
                       "heldout_fraction": 0.05},
+        # the second round (variant cliff-2nd) is the estimator's recipe on the same budget
+        "second_round": {"epochs": s.estimator_epochs, "batch_size": 32, "lr": 1e-3, "seed": s.seed,
+                         "heldout_fraction": 0.05},
         "ray": {"inference_batch_size": 64},
     }
 
@@ -200,7 +206,7 @@ def variant_config(s: QualitySettings, root: str, variant: Variant):
 
 def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -> dict:
     """Run one variant's job; keep a copy of its reports under ``results/<label>/``."""
-    from annotator.run import run_job
+    from annotator.run import plan_steps, run_job
 
     cfg = variant_config(s, root, variant)
     t0 = time.monotonic()
@@ -214,9 +220,10 @@ def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -
     shutil.copytree(os.path.join(cfg.run_root, "pseudo_gt", TARGET), os.path.join(out, "pseudo_gt", TARGET),
                     ignore=shutil.ignore_patterns("_*"))
     curves = {}
+    planned = plan_steps(cfg)
     for step in CURVE_STEPS:
         record = os.path.join(cfg.run_root, "state", f"{step}.json")
-        if step in cfg.steps and os.path.exists(record):
+        if step in planned and os.path.exists(record):
             with open(record, encoding="utf-8") as fh:
                 curves[step] = json.load(fh).get("outputs", {}).get("curve", [])
     with open(os.path.join(out, "curves.json"), "w", encoding="utf-8") as fh:
@@ -280,8 +287,8 @@ def check_targets(methods: dict[str, dict]) -> list[dict]:
 
 
 def write_learning_curves(results: str, labels: list[str], baseline: dict | None, seed: int) -> dict:
-    """``results/learning_curve.png`` (PA-MPJPE after every epoch of pretrain, of cliff's
-    finetune and of each estimator) and the points, per step label."""
+    """``results/learning_curve.png`` (PA-MPJPE after every epoch of pretrain and of cliff's
+    finetune) and the points, per step label (also each second round and estimator)."""
     from annotator.evaluation.plots import learning_curve
 
     curves: dict[str, list] = {}
@@ -293,8 +300,10 @@ def write_learning_curves(results: str, labels: list[str], baseline: dict | None
             steps = json.load(fh)
         if "pretrain" in steps and "pretrain" not in curves:
             curves["pretrain"] = steps["pretrain"]
-        if label.startswith("cliff") and "finetune" in steps:
-            curves[f"{label}: finetune"] = steps["finetune"]
+        if label.startswith("cliff") and steps.get("finetune") and not steps.get("train-second-round"):
+            curves[f"{label}: finetune"] = steps["finetune"]  # a second round's first round is cliff's own
+        if steps.get("train-second-round"):  # from scratch, like the estimator: kept, not drawn
+            curves[f"{label}: second round"] = steps["train-second-round"]
         if "train-estimator" in steps:
             curves[f"{label}: estimator"] = steps["train-estimator"]
     draw = {k: v for k, v in curves.items() if k == "pretrain" or k.endswith("finetune")}
@@ -326,19 +335,21 @@ def run_bench(s: QualitySettings) -> dict:
     unknown = [m for m in s.methods if m not in VARIANT_BY_LABEL]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(VARIANT_BY_LABEL)}")
+    if s.rescore and not s.work_dir:
+        raise ValueError("--rescore needs --work-dir (the results of earlier bench runs)")
     tmp = None if s.work_dir else tempfile.mkdtemp(prefix="annotator-bench-quality-")
     work = os.path.abspath(s.work_dir or tmp)
     root, results = os.path.join(work, f"seed-{s.seed}"), os.path.join(work, f"seed-{s.seed}", "results")
     os.makedirs(results, exist_ok=True)
     started_ray = False
-    if not ray.is_initialized():
+    if not ray.is_initialized() and not s.rescore:
         ray.init(address="local", num_cpus=s.ray_cpus or max(2, os.cpu_count() or 2), include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
         started_ray = True
     t0 = time.monotonic()
     try:
         runs = {}
-        for variant in [v for v in VARIANTS if v.label in s.methods]:
+        for variant in [v for v in VARIANTS if v.label in s.methods and not s.rescore]:
             runs[variant.label] = run_variant(s, root, variant, results)
         table = summarise(results, [v.label for v in VARIANTS if v.label in s.methods])
         table["curves"] = write_learning_curves(results, [v.label for v in VARIANTS if v.label in s.methods],

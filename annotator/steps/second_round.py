@@ -1,10 +1,11 @@
 """Steps ``train-second-round`` and ``reinfer-second-round``: NeuralAnnot's second round (supp. Sec. 8).
 
 With ``second_round.enabled``, ``reinfer`` writes the first round's pseudo-GT to ``first_round/``.
-``train-second-round`` then trains a fresh network of the same architecture from scratch, fully
-supervised on ``aux3d`` + that pseudo-GT - the indirect-error estimator's recipe
-(:func:`annotator.steps.train.run_training`, rows joined by ``attach_pseudo_gt``), settings in
-``second_round:`` - and ``reinfer-second-round`` predicts every target row with it into
+``train-second-round`` then trains a fresh network of the annotator's architecture from scratch
+(with ``lifter.enabled`` its regressor starts from the frozen 2D-keypoint lifter's pose, as
+pretrain's does), fully supervised on ``aux3d`` + that pseudo-GT - the indirect-error estimator's
+recipe (:func:`annotator.steps.train.run_training`, rows joined by ``attach_pseudo_gt``), settings
+in ``second_round:`` - and ``reinfer-second-round`` predicts every target row with it into
 ``pseudo_gt/`` (label ``<method>-2nd``). Reports score both rounds (outputs ``first_round`` and
 ``final``); the indirect estimator trains on the second round's pseudo-GT.
 """

@@ -173,6 +173,8 @@ def _load_columns(spec: dict, cfg) -> dict[str, np.ndarray]:
         cols.update({k: v for k, v in crops.items() if k != "sample_id"})
         keep = np.asarray(cols["ok"], bool) & ~_heldout_mask(cols["sample_id"], spec.get("heldout", 0.0),
                                                              spec.get("only_heldout", False))
+        if spec.get("truth") == "manifest":  # a monitor scored against the rows' own SMPL: only rows with it
+            keep &= np.asarray(cols["has_smpl"], bool)
         cols = {k: v[keep] for k, v in cols.items()}
         if spec.get("attach") and len(cols["sample_id"]):
             from annotator.steps import infer
@@ -198,7 +200,8 @@ def _heldout_mask(sample_ids: np.ndarray, fraction: float, only: bool) -> np.nda
 
 def _truth(spec: dict, sample_ids: np.ndarray, cols: dict) -> dict[str, torch.Tensor]:
     """SMPL truth of monitor rows: the dataset's ground-truth file (synthetic sets, read for
-    evaluation only) or the rows' own SMPL columns (aux3d)."""
+    evaluation only) or the rows' own SMPL columns (aux3d; :func:`_load_columns` keeps only rows
+    that have SMPL, so a 3D-joints-only row is never scored against zeros)."""
     import pandas as pd
 
     from annotator.evaluation.reports import ground_truth, stack_column
@@ -247,12 +250,16 @@ class TrainingStep:
     attach_from: str | None = None
     """Run output (:data:`annotator.layout.OUTPUT_KINDS`) the attached columns come from; None: the
     attach's own (``prior`` / ``pseudo_gt``)."""
+    uses_lifter: bool = False
+    """A fresh annotator network that starts from the 2D-keypoint lifter's pose with ``lifter.enabled``
+    (finetune inherits it from pretrain's weights; the estimator, an image-only model, never uses it)."""
 
 
 TRAINING_STEPS: dict[str, TrainingStep] = {
-    "pretrain": TrainingStep("pretrain", "aux3d"),
+    "pretrain": TrainingStep("pretrain", "aux3d", uses_lifter=True),
     "finetune": TrainingStep("finetune", "target", attach="attach_prior", init_from="pretrain"),
-    "train-second-round": TrainingStep("second_round", "target", attach="attach_pseudo_gt", attach_from="first_round"),
+    "train-second-round": TrainingStep("second_round", "target", attach="attach_pseudo_gt", attach_from="first_round",
+                                       uses_lifter=True),
     "train-estimator": TrainingStep("estimator", "target", attach="attach_pseudo_gt"),
 }
 
@@ -375,7 +382,7 @@ def run_training(ctx: StepContext, step: str) -> dict:
                 "roles": _role_specs(ctx, step)}
     init_from = TRAINING_STEPS[step].init_from
     loop_cfg["init_weights"] = ctx.result(init_from)["weights"] if init_from else None
-    if step == "pretrain" and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
+    if TRAINING_STEPS[step].uses_lifter and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
         loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
     if tcfg.loss_mode == "finetune":  # the VPoser latent prior, where that step ran
         prior = ctx.results.get("train-pose-prior") or (
