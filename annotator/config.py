@@ -25,6 +25,7 @@ STEPS = (
     "pretrain",
     "predict-prior",
     "finetune",
+    "train-spin",
     "reinfer",
     "train-second-round",
     "reinfer-second-round",
@@ -307,11 +308,40 @@ class SecondRoundConfig(MixedBatches):
         return {"enabled": v} if isinstance(v, bool) else v
 
 
+class SpinConfig(MixedBatches):
+    """``train-spin`` (``method: spin``; SPIN Sec. 3.5 and supp.): the network trains on the target
+    images with SMPLify in the loop (:mod:`annotator.fitting.in_the_loop`). Each batch's predictions
+    start a batched SMPLify (the ``smplify`` settings, no camera stage, ``fit_iters`` body iterations);
+    a per-row dictionary keeps the fit with the lowest 2D error, initialised by the static SMPLify of
+    ``method: smplify`` (``smplify.init``: the pretrained network, the mean pose or the lifter). The
+    network is supervised by the dictionary's SMPL parameters and their 3D joints plus the 2D
+    keypoints, mixed with aux3d rows (``aux3d_fraction``). Augmentation must keep the image frame
+    (the dictionary is stored in it): box jitter, colour and occlusion, no flip or roll."""
+
+    fit_iters: int = Field(50, ge=1, le=50)
+    """SMPLify body-stage iterations per batch (SPIN: at most 50; Adam at ``smplify.lr``)."""
+    max_fit_err2d: float = Field(0.1, gt=0)
+    """Skip rule: a dictionary fit supervises the network only if its mean 2D error is at most this
+    share of the person box side (a fit that has not found the person, e.g. a wrong orientation)."""
+    max_abs_beta: float = Field(3.0, gt=0)
+    """Skip rule: ... and every shape coefficient is within +-this (SPIN's extreme shapes)."""
+
+    @model_validator(mode="after")
+    def _frame_keeping_augmentation(self) -> "SpinConfig":
+        a = self.augment
+        if a.enabled and (a.flip_prob > 0 or (a.rotation_prob > 0 and a.rotation_deg > 0)):
+            raise ValueError("spin.augment: flip and roll change the image frame the fits dictionary is kept in; "
+                             "set spin.augment.flip_prob=0 and spin.augment.rotation_prob=0 (box jitter, colour and "
+                             "occlusion are allowed)")
+        return self
+
+
 #: The training config class under each job key, and the step that reads it.
 TRAINING_SECTIONS: dict[str, type[TrainBase]] = {
-    "pretrain": PretrainConfig, "finetune": FinetuneConfig, "second_round": SecondRoundConfig,
+    "pretrain": PretrainConfig, "finetune": FinetuneConfig, "spin": SpinConfig, "second_round": SecondRoundConfig,
     "estimator": EstimatorConfig}
-TRAINING_STEPS = {"pretrain": "pretrain", "finetune": "finetune", "second_round": "train-second-round",
+TRAINING_STEPS = {"pretrain": "pretrain", "finetune": "finetune", "spin": "train-spin",
+                  "second_round": "train-second-round",
                   "estimator": "train-estimator"}
 
 
@@ -434,7 +464,8 @@ class JobConfig(Strict):
     method: Literal[METHOD_NAMES] = "cliff"  # type: ignore[valid-type]
     """``cliff``: finetune with prior regularisation (default); ``prior``: the pretrained network's
     predictions (CLIFF's ablation); ``smplify``: per-sample SMPLify fitting baseline (settings in ``smplify``);
-    ``lifter``: the 2D-keypoint lifter's pose alone (zero betas, translation from the keypoints; no image)."""
+    ``lifter``: the 2D-keypoint lifter's pose alone (zero betas, translation from the keypoints; no image);
+    ``spin``: SPIN's fitting in the loop (settings in ``spin``; also writes the final fits to ``fits/``)."""
     storage: StorageConfig = StorageConfig()
     body_model: BodyModelConfig = BodyModelConfig()
     datasets: list[DatasetConfig]
@@ -444,7 +475,7 @@ class JobConfig(Strict):
     steps: list[Literal[STEPS]] = list(STEPS)  # type: ignore[valid-type]
     """Steps to run (always in pipeline order): manifest, train-pose-prior, train-lifter (with
     ``lifter.enabled``), annotate-aux (with ``aux_annotator.kind`` other than ``none``), pretrain, predict-prior,
-    finetune, reinfer, train-second-round and reinfer-second-round (with ``second_round.enabled``),
+    finetune, train-spin (``method: spin``), reinfer, train-second-round and reinfer-second-round (with ``second_round.enabled``),
     train-estimator, evaluate, report (the last three but one need an ``eval3d`` dataset and are
     skipped without one)."""
 
@@ -466,6 +497,7 @@ class JobConfig(Strict):
     """Indirect error (NeuralAnnot): an estimator of the same architecture trained from scratch on
     ``aux3d`` + the targets' pseudo-GT (full supervision; ``aux3d_fraction`` of each batch from
     aux3d), then tested on the ``eval3d`` sets. An epoch is one pass over the pseudo-GT rows."""
+    spin: SpinConfig = SpinConfig(epochs=5, lr=5e-5)
     second_round: SecondRoundConfig = SecondRoundConfig()
     """NeuralAnnot's second round (off by default; ``second_round: true`` turns it on): a fresh network
     trained on ``aux3d`` + the first round's pseudo-GT, as the estimator is; its re-inferred targets

@@ -11,7 +11,7 @@ from annotator import storage
 
 #: The annotation outputs of a target set: the network's prior predictions, the first round's
 #: pseudo-GT (only with ``second_round.enabled``: the second round's is then ``pseudo_gt``), and the pseudo-GT.
-OUTPUT_KINDS = ("prior", "first_round", "pseudo_gt")
+OUTPUT_KINDS = ("prior", "first_round", "pseudo_gt", "fits")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class RunLayout:
 
     def pseudo_gt(self, dataset: str) -> str:
         return self.output("pseudo_gt", dataset)
+
+    def fits(self, dataset: str) -> str:
+        """With ``method: spin``: the final fits dictionary of step ``train-spin`` (pseudo-GT schema)."""
+        return self.output("fits", dataset)
 
     def first_round(self, dataset: str) -> str:
         """With ``second_round.enabled``: step ``reinfer``'s pseudo-GT, which the second round trains on."""

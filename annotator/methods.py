@@ -11,6 +11,8 @@ a new method is one entry.
 ``prior``   the pretrained network's predictions (CLIFF's "no finetune" ablation)
 ``smplify`` SMPLify per instance from the pretrained network / mean pose / lifter (``smplify.init``)
 ``lifter``  the 2D-keypoint lifter alone (no image network)
+``spin``    pretrain -> train-spin (SPIN: SMPLify in the training loop, a dictionary of the best
+            fits) -> reinfer; the final dictionary is written too (``fits/``, ``<label>-fits``)
 =========== ===============================================================================
 
 ``second_round.enabled`` adds NeuralAnnot's second round to any method (supp. Sec. 8): a fresh
@@ -31,7 +33,7 @@ class Method:
     """Pipeline steps this method never runs."""
     annotation_steps: tuple[str, ...]
     """Steps whose wall time counts as the method's annotation time (those not run count 0)."""
-    reinfer_from: Literal["finetune", "pretrain", "train-lifter"]
+    reinfer_from: Literal["finetune", "pretrain", "train-lifter", "train-spin"]
     """The step whose weights ``reinfer`` predicts with."""
     predictor: Literal["network", "smplify", "lifter"]
     """Per batch: the network's predictions, SMPLify fits to the 2D keypoints, or the lifter's pose."""
@@ -39,19 +41,28 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("cliff", (), ("train-pose-prior", "train-lifter", "annotate-aux", "pretrain", "predict-prior", "finetune",
-                         "reinfer"),
+    Method("cliff", ("train-spin",), ("train-pose-prior", "train-lifter", "annotate-aux", "pretrain", "predict-prior",
+                                      "finetune", "reinfer"),
            "finetune", "network", "the CLIFF annotator: finetune with prior regularisation, then reinfer"),
-    Method("prior", ("train-pose-prior", "finetune"), ("train-lifter", "annotate-aux", "pretrain", "reinfer"), "pretrain",
-           "network",
+    Method("prior", ("train-pose-prior", "finetune", "train-spin"), ("train-lifter", "annotate-aux", "pretrain", "reinfer"),
+           "pretrain", "network",
            "the pretrained network's predictions (CLIFF's no-finetune ablation)"),
-    Method("smplify", ("finetune",), ("train-pose-prior", "train-lifter", "annotate-aux", "pretrain", "reinfer"),
+    Method("smplify", ("finetune", "train-spin"), ("train-pose-prior", "train-lifter", "annotate-aux", "pretrain",
+                                                   "reinfer"),
            "pretrain", "smplify",
            "SPIN-style SMPLify per instance (the VPoser prior is trained; no finetune)"),
-    Method("lifter", ("train-pose-prior", "annotate-aux", "pretrain", "predict-prior", "finetune"), ("train-lifter", "reinfer"),
-           "train-lifter", "lifter", "the 2D-keypoint lifter alone: no image network"),
+    Method("lifter", ("train-pose-prior", "annotate-aux", "pretrain", "predict-prior", "finetune", "train-spin"),
+           ("train-lifter", "reinfer"), "train-lifter", "lifter", "the 2D-keypoint lifter alone: no image network"),
+    Method("spin", ("finetune",), ("train-pose-prior", "train-lifter", "annotate-aux", "pretrain", "train-spin",
+                                   "reinfer"),
+           "train-spin", "network",
+           "SPIN: the network trained with SMPLify in the loop (a dictionary of the best fits), then reinfer"),
 )}
 METHOD_NAMES = tuple(METHODS)
+#: Methods that run SMPLify (``smplify`` settings; ``smplify.init`` says where it starts).
+FITTING_METHODS = ("smplify", "spin")
+#: The label suffix of the fits a method writes besides its pseudo-GT (``spin``: its final dictionary).
+FITS_SUFFIX = "-fits"
 #: The steps of the second round, in pipeline order; they count as annotation time of every method.
 SECOND_ROUND_STEPS = ("train-second-round", "reinfer-second-round")
 
@@ -59,7 +70,7 @@ SECOND_ROUND_STEPS = ("train-second-round", "reinfer-second-round")
 def uses_lifter(cfg) -> bool:
     """Whether the job needs the ``train-lifter`` step's lifter."""
     return bool(cfg.lifter.enabled or cfg.method == "lifter"
-                or (cfg.method == "smplify" and cfg.smplify.init == "lifter"))
+                or (cfg.method in FITTING_METHODS and cfg.smplify.init == "lifter"))
 
 
 def plan_steps(cfg, steps: tuple[str, ...]) -> list[str]:
@@ -95,11 +106,11 @@ def first_round_label(cfg) -> str:
     if cfg.method == "lifter":  # no image network, no ablation applies
         return "lifter"
     out = cfg.method
-    if cfg.method == "smplify" and cfg.smplify.init == "lifter":
+    if cfg.method in FITTING_METHODS and cfg.smplify.init == "lifter":
         out += "-lifter-init"
     if not cfg.network.use_bbox_info:
         out += "-no-bbox"
-    annotating = cfg.finetune if METHODS[cfg.method].reinfer_from == "finetune" else cfg.pretrain
+    annotating = {"finetune": cfg.finetune, "train-spin": cfg.spin}.get(METHODS[cfg.method].reinfer_from, cfg.pretrain)
     if annotating.reprojection == "crop":
         out += "-crop-loss"
     if cfg.method == "cliff" and not cfg.finetune.use_prior_reg:
@@ -107,5 +118,10 @@ def first_round_label(cfg) -> str:
     return out
 
 
-__all__ = ["Method", "METHODS", "METHOD_NAMES", "SECOND_ROUND_STEPS", "plan_steps", "annotation_steps", "label",
+def fits_label(cfg) -> str | None:
+    """The ``method`` column of the fits the job writes besides its pseudo-GT (``fits/``), or None."""
+    return first_round_label(cfg) + FITS_SUFFIX if cfg.method == "spin" else None
+
+
+__all__ = ["Method", "METHODS", "METHOD_NAMES", "FITTING_METHODS", "FITS_SUFFIX", "fits_label", "SECOND_ROUND_STEPS", "plan_steps", "annotation_steps", "label",
            "first_round_label", "uses_lifter"]

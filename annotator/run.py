@@ -32,11 +32,12 @@ def _step_functions() -> dict[str, Callable[[StepContext], dict]]:
     from annotator.steps.prepare import run_manifest, run_train_lifter, run_train_pose_prior
     from annotator.steps.report import run_report
     from annotator.steps.second_round import run_reinfer_second_round, run_train_second_round
-    from annotator.steps.train import run_finetune, run_pretrain
+    from annotator.steps.train import run_finetune, run_pretrain, run_train_spin
 
     return {"manifest": run_manifest, "train-pose-prior": run_train_pose_prior,
             "train-lifter": run_train_lifter, "annotate-aux": run_annotate_aux, "pretrain": run_pretrain,
-            "predict-prior": run_predict_prior, "finetune": run_finetune, "reinfer": run_reinfer,
+            "predict-prior": run_predict_prior, "finetune": run_finetune, "train-spin": run_train_spin,
+            "reinfer": run_reinfer,
             "train-second-round": run_train_second_round, "reinfer-second-round": run_reinfer_second_round,
             "train-estimator": run_train_estimator, "evaluate": run_evaluate, "report": run_report}
 
@@ -54,6 +55,8 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
         "pretrain": {"network": d["network"], "crop": d["crop"], "train": d["pretrain"]},
         "predict-prior": {},
         "finetune": {"train": d["finetune"]},
+        # None: not run, and not chained (as annotate-aux)
+        "train-spin": {"train": d["spin"], "smplify": d["smplify"]} if cfg.method == "spin" else None,
         "reinfer": {"method": d["method"], "smplify": d["smplify"] if d["method"] == "smplify" else None,
                     **({"to": "first_round"} if cfg.second_round.enabled else {})},
         # None: not run, and not chained (as annotate-aux)
@@ -320,9 +323,11 @@ def _headline(step: str, out: dict) -> str:
     if step in ("predict-prior", "reinfer", "reinfer-second-round", "evaluate"):
         return "; ".join(f"{n}: {d['rows']} rows, {d['rejects']} rejects" for n, d in out["datasets"].items()) \
             + (f" ({out['instances_per_s']}/s)" if "instances_per_s" in out else "")
-    if step in ("pretrain", "finetune", "train-second-round", "train-estimator"):
+    if step in ("pretrain", "finetune", "train-spin", "train-second-round", "train-estimator"):
         m = out.get("metrics", {})
-        return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}"
+        fits = out.get("fits", {}).get("datasets")
+        return f"epochs {out['epochs']}, loss {m.get('loss', float('nan')):.4g}" + (
+            "; fits " + "; ".join(f"{n}: {d['rows']} rows" for n, d in fits.items()) if fits else "")
     if step == "train-pose-prior":
         return f"vposer {'trained' if out.get('trained') else 'loaded'}"
     if step == "annotate-aux":

@@ -18,7 +18,7 @@ def test_unknown_key_is_named():
 
 
 def test_a_training_key_another_step_reads_is_named_with_its_readers():
-    cases = {("pretrain", "aux3d_fraction"): "step pretrain does not read this key (only finetune, train-second-round, train-estimator do)",
+    cases = {("pretrain", "aux3d_fraction"): "step pretrain does not read this key (only finetune, train-spin, train-second-round, train-estimator do)",
              ("estimator", "use_prior_reg"): "step train-estimator does not read this key (only finetune does)"}
     for (section, key), message in cases.items():
         with pytest.raises(ConfigError) as e:

@@ -60,5 +60,27 @@ def test_labels():
 
 
 def test_an_unknown_method_names_the_choices():
-    with pytest.raises(Exception, match="lifter"):
-        _cfg(method="spin")
+    with pytest.raises(Exception, match="lifter") as err:
+        _cfg(method="hmr")
+    assert "spin" in str(err.value)
+
+
+def test_spin_plan_labels_and_settings():
+    """SPIN in the loop: train-spin replaces finetune, only for method spin; its fits get their own label."""
+    from annotator.methods import fits_label, uses_lifter
+
+    cfg = _cfg(method="spin")
+    assert plan_steps(cfg) == ["manifest", "train-pose-prior", "pretrain", "predict-prior", "train-spin", "reinfer",
+                               "train-estimator", "evaluate", "report"]
+    assert all("train-spin" not in plan_steps(_cfg(method=m)) for m in METHOD_NAMES if m != "spin")
+    assert cfg.method_label == "spin" and fits_label(cfg) == "spin-fits" and fits_label(_cfg()) is None
+    lifted = _cfg(method="spin", smplify={"init": "lifter"})  # the dictionary starts from the lifter's fits
+    assert uses_lifter(lifted) and "train-lifter" in plan_steps(lifted)
+    assert lifted.method_label == "spin-lifter-init" and fits_label(lifted) == "spin-lifter-init-fits"
+    assert cfg.spin.fit_iters == 50
+    with pytest.raises(Exception, match="fit_iters"):
+        _cfg(method="spin", spin={"fit_iters": 51})  # SPIN: at most 50 iterations per batch
+    with pytest.raises(Exception, match="flip_prob"):  # the dictionary is kept in the image frame
+        _cfg(method="spin", spin={"augment": {"enabled": True}})
+    ok = _cfg(method="spin", spin={"augment": {"enabled": True, "flip_prob": 0, "rotation_prob": 0}})
+    assert ok.spin.augment.enabled

@@ -13,6 +13,8 @@ scored against the world's hidden 3D truth on the same instances:
 ``lifter``             the 2D-keypoint lifter alone (``method: lifter``; no image network)
 ``smplify-lifter-init`` SMPLify started from the lifter's pose (SPIN supp.)
 ``cliff-2nd``          NeuralAnnot's second round: a fresh network trained on cliff's pseudo-GT
+``spin``               SPIN: the network trained with SMPLify in the loop (``method: spin``);
+                       its final fits dictionary is the row ``spin-fits``
 ``cliff-no-prior-reg`` finetune without regularisation towards the prior
 ``cliff-no-bbox``      HMR-style crop-only input (own pretrain)
 ``cliff-crop-loss``    crop-frame reprojection loss in pretrain and finetune (own pretrain)
@@ -51,7 +53,7 @@ EVAL3D = "wild3d"
 #: One row of the bench table: the final output's means over the common instances.
 ERROR_COLUMNS = ("err2d_px", "mpjpe", "pa_mpjpe", "pve", "err_x", "err_y", "err_z", "orient_err_deg")
 #: Training steps whose learning curves the bench keeps.
-CURVE_STEPS = ("pretrain", "finetune", "train-second-round", "train-estimator")
+CURVE_STEPS = ("pretrain", "finetune", "train-spin", "train-second-round", "train-estimator")
 INDIRECT_COLUMNS = ("mpjpe", "pa_mpjpe", "pve")
 
 
@@ -66,16 +68,24 @@ class Variant:
     """Also train and test the indirect-error estimator on this variant's pseudo-GT."""
     ablation: bool = False
     """Run only with ``--ablations`` (the default bench is cliff, prior and smplify)."""
+    extra_rows: tuple[tuple[str, str], ...] = ()
+    """Further table rows of this variant's run: ``(label, report output)``, e.g. SPIN's final
+    fits dictionary (``("spin-fits", "fits")``)."""
+    companions: tuple[str, ...] = ()
+    """Variants that run whenever this one does (``lifter`` brings ``smplify-lifter-init``: the
+    lifter's own pose and SMPLify started from it are read together)."""
 
 
 VARIANTS = (  # run order matters inside a group: the last one may replace shared steps
     Variant("cliff", "base", indirect=True),
     Variant("prior", "base", (("method", "prior"),), indirect=True),
     Variant("smplify", "base", (("method", "smplify"),), indirect=True),
-    Variant("lifter", "base", (("method", "lifter"),), indirect=True, ablation=True),
+    Variant("lifter", "base", (("method", "lifter"),), indirect=True, ablation=True,
+            companions=("smplify-lifter-init",)),
     Variant("smplify-lifter-init", "base", (("method", "smplify"), ("smplify.init", "lifter")), indirect=True,
             ablation=True),
     Variant("cliff-2nd", "base", (("second_round.enabled", True),), indirect=True, ablation=True),
+    Variant("spin", "base", (("method", "spin"),), ablation=True, extra_rows=(("spin-fits", "fits"),)),
     Variant("cliff-no-prior-reg", "base", (("finetune.use_prior_reg", False),), ablation=True),
     Variant("cliff-no-bbox", "no-bbox", (("network.use_bbox_info", False),), ablation=True),
     Variant("cliff-crop-loss", "crop-loss", (("pretrain.reprojection", "crop"), ("finetune.reprojection", "crop")),
@@ -83,6 +93,8 @@ VARIANTS = (  # run order matters inside a group: the last one may replace share
 )
 DEFAULT_METHODS = tuple(v.label for v in VARIANTS if not v.ablation)
 VARIANT_BY_LABEL = {v.label: v for v in VARIANTS}
+#: Table rows that are not variants of their own: row label -> (variant whose run has it, report output).
+EXTRA_ROWS = {row: (v.label, output) for v in VARIANTS for row, output in v.extra_rows}
 
 ORDERINGS = (
     # (claim, paper, better label, worse label, metric)
@@ -96,6 +108,12 @@ ORDERINGS = (
      "cliff-no-prior-reg", "mpjpe"),
     ("the annotator beats SMPLify on PA-MPJPE", "NeuralAnnot Tab. 3-4", "cliff", "smplify", "pa_mpjpe"),
     ("the finetuned annotator beats its own prior on PA-MPJPE", "CLIFF Tab. 2", "cliff", "prior", "pa_mpjpe"),
+    ("training with fits in the loop beats static fits (PA-MPJPE)", "SPIN supp. Tab. 1", "spin", "smplify",
+     "pa_mpjpe"),
+    ("the fits dictionary improves during training (PA-MPJPE)", "SPIN supp. Tab. 3", "spin-fits", "smplify",
+     "pa_mpjpe"),
+    ("SMPLify from the lifter beats SMPLify from the network prior (PA-MPJPE)", "SPIN supp. Tab. 1",
+     "smplify-lifter-init", "smplify", "pa_mpjpe"),
     ("the second round lowers MPJPE", "NeuralAnnot supp. Sec. 8", "cliff-2nd", "cliff", "mpjpe"),
     ("the second round lowers PA-MPJPE", "NeuralAnnot supp. Sec. 8", "cliff-2nd", "cliff", "pa_mpjpe"),
     ("the second round lowers the indirect error (PA-MPJPE)", "NeuralAnnot supp. Tab. 5", "cliff-2nd", "cliff",
@@ -181,6 +199,8 @@ def bench_job(s: QualitySettings, root: str, group: str) -> dict:
                      "heldout_fraction": 0.05},
         "finetune": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed,
                      "heldout_fraction": 0.05},
+        # SPIN's training in the loop (variant spin) gets the finetune's budget
+        "spin": {"epochs": s.finetune_epochs, "batch_size": 32, "lr": 3e-4, "seed": s.seed, "heldout_fraction": 0.05},
         "estimator": {"epochs": s.estimator_epochs, "batch_size": 32, "lr": 1e-3, "seed": s.seed,
                       "heldout_fraction": 0.05},
         # the second round (variant cliff-2nd) is the estimator's recipe on the same budget
@@ -233,15 +253,22 @@ def run_variant(s: QualitySettings, root: str, variant: Variant, results: str) -
     return {"wall_seconds": round(wall, 1), "ran": ran}
 
 
-def final_rows(results: str, label: str) -> pd.DataFrame:
-    """The variant's per-sample errors of its final output on the target set (by sample_id)."""
+def final_rows(results: str, label: str, output: str = "final") -> pd.DataFrame:
+    """The variant's per-sample errors of its final output (or another report ``output``) on the
+    target set (by sample_id)."""
     df = pd.read_parquet(os.path.join(results, label, "per_sample", f"{TARGET}.parquet"))
-    return df[df["output"] == "final"].set_index("sample_id")
+    return df[df["output"] == output].set_index("sample_id")
+
+
+def table_rows(labels: list[str]) -> list[str]:
+    """The table's rows of the variants ``labels``: each variant, then its extra rows."""
+    return [row for label in labels for row in (label, *(r for r, _ in VARIANT_BY_LABEL[label].extra_rows))]
 
 
 def summarise(results: str, labels: list[str]) -> dict:
-    """Per variant: means over the instances every variant annotated, seconds, indirect."""
-    rows = {label: final_rows(results, label) for label in labels}
+    """Per table row (:func:`table_rows`): means over the instances every row annotated, seconds, indirect."""
+    source = {row: EXTRA_ROWS.get(row, (row, "final")) for row in table_rows(labels)}
+    rows = {row: final_rows(results, *source[row]) for row in source}
     common = None
     for df in rows.values():
         common = df.index if common is None else common.intersection(df.index)
@@ -253,7 +280,7 @@ def summarise(results: str, labels: list[str]) -> dict:
         if "orient_err_deg" in sel:
             entry["orient_median_deg"] = round(float(sel["orient_err_deg"].median()), 2)
             entry["orient_over_90"] = round(float((sel["orient_err_deg"] > ORIENT_FLIP_DEG).mean()), 4)
-        with open(os.path.join(results, label, "summary.json"), encoding="utf-8") as fh:
+        with open(os.path.join(results, source[label][0], "summary.json"), encoding="utf-8") as fh:
             summary = json.load(fh)
         baseline = baseline or summary.get("datasets", {}).get(TARGET, {}).get("baseline")
         entry["seconds"] = summary.get("annotation_time", {}).get("seconds")
@@ -302,6 +329,8 @@ def write_learning_curves(results: str, labels: list[str], baseline: dict | None
             curves["pretrain"] = steps["pretrain"]
         if label.startswith("cliff") and steps.get("finetune") and not steps.get("train-second-round"):
             curves[f"{label}: finetune"] = steps["finetune"]  # a second round's first round is cliff's own
+        if steps.get("train-spin"):  # the network and its fits dictionary after every epoch: kept, not drawn
+            curves[f"{label}: train-spin"] = steps["train-spin"]
         if steps.get("train-second-round"):  # from scratch, like the estimator: kept, not drawn
             curves[f"{label}: second round"] = steps["train-second-round"]
         if "train-estimator" in steps:
@@ -329,8 +358,9 @@ def check_orderings(methods: dict[str, dict]) -> list[dict]:
 def run_bench(s: QualitySettings) -> dict:
     import ray
 
-    methods = tuple(s.methods) + (tuple(v.label for v in VARIANTS if v.ablation and v.label not in s.methods)
-                                  if s.ablations else ())
+    asked = set(s.methods) | {c for m in s.methods if m in VARIANT_BY_LABEL for c in VARIANT_BY_LABEL[m].companions}
+    methods = tuple(v.label for v in VARIANTS if v.label in asked) + tuple(m for m in s.methods if m not in VARIANT_BY_LABEL)
+    methods += tuple(v.label for v in VARIANTS if v.ablation and v.label not in methods) if s.ablations else ()
     s = QualitySettings(**{**asdict(s), "methods": methods})
     unknown = [m for m in s.methods if m not in VARIANT_BY_LABEL]
     if unknown:

@@ -40,7 +40,7 @@ from annotator.layout import RunLayout
 
 log = logging.getLogger("annotator")
 
-OUTPUT_COLOURS = {"prior": "#7f93b8", "first_round": "#9bbf6a", "final": "#e07b39"}
+OUTPUT_COLOURS = {"prior": "#7f93b8", "first_round": "#9bbf6a", "final": "#e07b39", "fits": "#b565a7"}
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,10 @@ ORIENT_FLIP_DEG = 90.0
 #: Per-sample per-joint columns: COCO-17 lists, NaN where a joint is unannotated / no truth.
 JOINT_COLUMNS = ("joint_err2d_px", "joint_err3d_mm")
 
-OUTPUTS = {"prior": "prior", "first_round": "first_round", "final": "pseudo_gt"}
+OUTPUTS = {"prior": "prior", "first_round": "first_round", "final": "pseudo_gt", "fits": "fits"}
 """Report ``output`` label -> the kind of run output it is (:data:`annotator.layout.OUTPUT_KINDS`):
-the pretrained network's predictions, the first round's pseudo-GT (with a second round), the pseudo-GT."""
+the pretrained network's predictions, the first round's pseudo-GT (with a second round), the pseudo-GT,
+and the fits a method keeps besides it (``method: spin``: the final dictionary)."""
 
 
 # ----------------------------------------------------------------------------- reading

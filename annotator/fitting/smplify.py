@@ -305,7 +305,8 @@ def _camera_stage(rest_kps, root, kps, conf, convention, focal, pp, orient, tran
         ar = torch.arange(best.shape[0], device=best.device)
         orient = rot.detach().reshape(n, -1, 3)[best, ar]
         transl = t.detach().reshape(n, -1, 3)[best, ar]
-        hist = hist.reshape(hist.shape[0], n, -1)[:, best, ar]
+        b = best.shape[0]  # (camera_iters 0: an empty history, no stage)
+        hist = hist.reshape(hist.shape[0], n, b)[:, best, ar]
     return orient, transl, hist
 
 

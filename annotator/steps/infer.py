@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 import torch
 
 from annotator import storage
-from annotator.methods import METHODS, first_round_label
+from annotator.body.joints import TRAIN_CONVENTION
+from annotator.methods import METHODS, first_round_label, fits_label
 from annotator.data.pseudo_gt import PARAM_WIDTHS, to_table
 from annotator.steps.base import Progress, StepContext
 
@@ -65,13 +66,60 @@ def output_columns(batch: dict[str, np.ndarray], label: str, checkpoint_id: str,
     return out
 
 
+#: Predictor name of the pass that writes a fits dictionary (``weights``: the dictionary file).
+FITS_PREDICTOR = "fits"
+
+
+def smplify_init(cfg, dec: dict[str, torch.Tensor] | None, mb: dict[str, torch.Tensor], body,
+                 lifter=None) -> dict[str, torch.Tensor] | None:
+    """Where SMPLify starts (``smplify.init``): the network's decoded predictions ``dec``
+    (``prior``, as SPIN does), the lifter's pose (``lifter``) or the mean pose (None)."""
+    keys = ("global_orient", "body_pose", "betas", "transl")
+    if cfg.smplify.init == "prior":
+        return {k: dec[k].float() for k in keys}
+    if cfg.smplify.init == "lifter":
+        return {k: v.float() for k, v in lift(lifter, body, mb).items() if k in keys}
+    return None
+
+
+@torch.no_grad()
+def lift(lifter, body, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The lifter's pose of the rows' 2D keypoints, with zero betas and the translation that
+    puts the body over its keypoints (SMPLify's camera initialisation)."""
+    from annotator.fitting.smplify import init_translation
+    from annotator.geometry.rotations import matrix_to_axis_angle
+
+    rot = lifter(mb["keypoints_2d"], mb["focal"], mb["principal_point"])
+    n = rot.shape[0]
+    out = {"global_orient": matrix_to_axis_angle(rot[:, 0]), "body_pose": matrix_to_axis_angle(rot[:, 1:]).reshape(n, -1),
+           "betas": torch.zeros(n, body.num_betas, device=rot.device)}
+    out["transl"] = init_translation(mb["keypoints_2d"], TRAIN_CONVENTION, mb["focal"], mb["principal_point"], body,
+                                     out["betas"], out["global_orient"], out["body_pose"])
+    return out
+
+
+@torch.no_grad()
+def with_projection(params: dict[str, torch.Tensor], mb: dict[str, torch.Tensor], body) -> dict[str, torch.Tensor]:
+    """SMPL parameters (camera frame) plus their full-frame 2D keypoints and CLIFF crop camera."""
+    from annotator.body.joints import select_keypoints
+    from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
+
+    out = dict(params)
+    kps = select_keypoints(body(**{k: params[k] for k in ("global_orient", "body_pose", "betas", "transl")}).keypoints,
+                           body.keypoint_names, TRAIN_CONVENTION)
+    out["keypoints_2d"] = perspective_projection(kps, mb["focal"], mb["principal_point"])
+    out["crop_cam"] = cam_full_to_crop(params["transl"], mb["center"], mb["box_size"], mb["image_size"],
+                                       mb["focal"], mb["principal_point"])
+    return out
+
+
 class Predictor:
     """Ray Data actor: loads the body model and network once, predicts a batch of crops."""
 
     def __init__(self, job_json: str, weights: str, body_model_path: str | None, method: str, checkpoint_id: str,
                  vposer_path: str | None = None, label: str | None = None, lifter_path: str | None = None):
         from annotator.body import load_body_model
-        from annotator.steps.runtime import load_network, pick_device, run_body_model_config, worker_config
+        from annotator.steps.runtime import load_network, load_torch, pick_device, run_body_model_config, worker_config
 
         self.cfg = worker_config(job_json)
         self.device = pick_device(self.cfg)
@@ -79,10 +127,18 @@ class Predictor:
         from annotator.steps.prepare import load_lifter
 
         self.method = method
-        # what this method does per batch (annotator.methods); "prior" (predict-prior) is the network
-        self.predictor = METHODS[method].predictor if method in METHODS else "network"
-        # the lifter method: ``weights`` is the lifter file, there is no image network
-        self.net = None if self.predictor == "lifter" else load_network(self.cfg, weights, self.device).eval()
+        # what this method does per batch (annotator.methods); "prior" (predict-prior) is the network,
+        # FITS_PREDICTOR reads a fits dictionary (``weights``) instead of predicting
+        self.predictor = METHODS[method].predictor if method in METHODS else (
+            FITS_PREDICTOR if method == FITS_PREDICTOR else "network")
+        self.fits = None
+        if self.predictor == FITS_PREDICTOR:
+            from annotator.fitting.in_the_loop import FitDictionary
+
+            self.fits = FitDictionary.from_state(load_torch(weights))
+        # the lifter method and a fits pass have no image network (``weights`` is the lifter / dictionary file)
+        self.net = None if self.predictor in ("lifter", FITS_PREDICTOR) else \
+            load_network(self.cfg, weights, self.device).eval()
         self.lifter = load_lifter(weights if self.predictor == "lifter" else lifter_path).to(self.device) \
             if self.predictor == "lifter" or lifter_path else None
         self.label = label or method  # the ``method`` column: e.g. ``cliff-no-bbox`` for an ablation
@@ -95,51 +151,21 @@ class Predictor:
 
     def _fit(self, dec: dict[str, torch.Tensor], mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``method: smplify``: per-sample fitting to the 2D keypoints, started from the network
-        (``smplify.init: prior``, as SPIN does in the loop) or from the mean pose."""
-        from annotator.body.joints import select_keypoints
-        from annotator.body.joints import TRAIN_CONVENTION
+        (``smplify.init: prior``, as SPIN does in the loop), the lifter or the mean pose."""
         from annotator.fitting import smplify
-        from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
 
-        init = None
-        if self.cfg.smplify.init == "prior":
-            init = {k: dec[k].float() for k in ("global_orient", "body_pose", "betas", "transl")}
-        elif self.cfg.smplify.init == "lifter":
-            init = {k: v.float() for k, v in self._lift(mb).items() if k in ("global_orient", "body_pose", "betas", "transl")}
+        init = smplify_init(self.cfg, dec, mb, self.body, self.lifter)
         fit = smplify(self.body, mb["keypoints_2d"], TRAIN_CONVENTION, mb["focal"], mb["principal_point"], init,
                       self.cfg.smplify, vposer=self.vposer)
-        params = fit.params()
-        with torch.no_grad():
-            kps = select_keypoints(self.body(**params).keypoints, self.body.keypoint_names, TRAIN_CONVENTION)
-            params["keypoints_2d"] = perspective_projection(kps, mb["focal"], mb["principal_point"])
-            params["crop_cam"] = cam_full_to_crop(params["transl"], mb["center"], mb["box_size"], mb["image_size"],
-                                                  mb["focal"], mb["principal_point"])
-        return params
+        return with_projection(fit.params(), mb, self.body)
 
-    @torch.no_grad()
-    def _lift(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The lifter's pose of the rows' 2D keypoints, with zero betas and the translation
-        that puts the body over its keypoints (SMPLify's camera initialisation)."""
-        from annotator.body.joints import select_keypoints
-        from annotator.body.joints import TRAIN_CONVENTION
-        from annotator.fitting.smplify import init_translation
-        from annotator.geometry.cameras import cam_full_to_crop, perspective_projection
-        from annotator.geometry.rotations import matrix_to_axis_angle
-
-        rot = self.lifter(mb["keypoints_2d"], mb["focal"], mb["principal_point"])
-        n = rot.shape[0]
-        out = {"global_orient": matrix_to_axis_angle(rot[:, 0]), "body_pose": matrix_to_axis_angle(rot[:, 1:]).reshape(n, -1),
-               "betas": torch.zeros(n, self.body.num_betas, device=rot.device)}
-        out["transl"] = init_translation(mb["keypoints_2d"], TRAIN_CONVENTION, mb["focal"], mb["principal_point"], self.body,
-                                         out["betas"], out["global_orient"], out["body_pose"])
-        kps = select_keypoints(self.body(**out).keypoints, self.body.keypoint_names, TRAIN_CONVENTION)
-        out["keypoints_2d"] = perspective_projection(kps, mb["focal"], mb["principal_point"])
-        out["crop_cam"] = cam_full_to_crop(out["transl"], mb["center"], mb["box_size"], mb["image_size"],
-                                           mb["focal"], mb["principal_point"])
-        return out
+    def _lookup(self, sample_ids: np.ndarray, mb: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """A fits pass: the dictionary's entries of the rows, and which rows have one."""
+        idx, found = self.fits.lookup(sample_ids)
+        params = self.fits.take(torch.from_numpy(idx), self.device)
+        return with_projection(params, mb, self.body), found
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from annotator.body.joints import TRAIN_CONVENTION
         from annotator.data.batching import to_model_batch
         from annotator.model.cliff import net_inputs
         from annotator.model.outputs import decode
@@ -151,8 +177,14 @@ class Predictor:
         if ok.any():
             sub = {k: v[ok] for k, v in batch.items()}
             mb = to_model_batch(sub, self.device)
-            if self.predictor == "lifter":
-                dec = self._lift(mb)
+            if self.predictor == FITS_PREDICTOR:
+                dec, found = self._lookup(sub["sample_id"], mb)
+                if not found.all():  # a row the training step never fitted: rejected, never made up
+                    lost = np.nonzero(ok)[0][~found]
+                    out["ok"][lost] = False
+                    out["reason"][lost], out["error"][lost] = "no_fit", "the fits dictionary has no entry for this row"
+            elif self.predictor == "lifter":
+                dec = with_projection(lift(self.lifter, self.body, mb), mb, self.body)
             else:
                 with torch.inference_mode(), autocast(self.cfg, self.device):
                     pred = self.net(**net_inputs(mb))
@@ -383,10 +415,12 @@ def run_inference(ctx: StepContext, step: str) -> dict:
         source = ctx.result(METHODS[cfg.method].reinfer_from)
         # with a second round, the first round's pseudo-GT goes to first_round/ (annotator.steps.second_round)
         out_of = ctx.layout.first_round if cfg.second_round.enabled else ctx.layout.pseudo_gt
-        if not cfg.second_round.enabled:  # an earlier run's first round is not this pseudo-GT's
-            for d in ctx.datasets("target"):
-                if storage.exists(ctx.layout.first_round(d.name)):
-                    storage.remove(ctx.layout.first_round(d.name), recursive=True)
+        for d in ctx.datasets("target"):  # an earlier run's first round / fits are not this pseudo-GT's
+            stale = ([] if cfg.second_round.enabled else [ctx.layout.first_round(d.name)]) + \
+                ([] if fits_label(cfg) else [ctx.layout.fits(d.name)])
+            for path in stale:
+                if storage.exists(path):
+                    storage.remove(path, recursive=True)
         weights, method = source.get("weights") or source["lifter"], cfg.method
     manifest = ctx.result("manifest")["datasets"]
     shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
@@ -395,6 +429,15 @@ def run_inference(ctx: StepContext, step: str) -> dict:
     lifter = ctx.result("train-lifter")["lifter"] if method == "smplify" and cfg.smplify.init == "lifter" else None
     return {**infer_datasets(ctx, step, shards, weights, out_of, method, vposer, label=label, lifter_path=lifter),
             "weights": weights, "method": label}
+
+
+def write_fits(ctx: StepContext, step: str, fits_path: str) -> dict:
+    """The fits dictionary at ``fits_path`` (:class:`~annotator.fitting.in_the_loop.FitDictionary`
+    state) as pseudo-GT-schema rows under ``fits/<dataset>/`` (``method`` = :func:`fits_label`),
+    one per target manifest row: the same Ray Data pass, commits and rejects as ``reinfer``."""
+    manifest = ctx.result("manifest")["datasets"]
+    shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
+    return infer_datasets(ctx, step, shards, fits_path, ctx.layout.fits, FITS_PREDICTOR, label=fits_label(ctx.cfg))
 
 
 def run_predict_prior(ctx: StepContext) -> dict:

@@ -9,6 +9,10 @@
 * train-estimator (NeuralAnnot's indirect error): a new network of the same architecture,
   from scratch, fully supervised on ``aux3d`` + the targets' pseudo-GT as if it were ground
   truth (SMPL parameters, their 3D joints, and the annotated 2D keypoints).
+* train-spin (``method: spin``; SPIN Sec. 3.5): from the pretrained weights on the ``target``
+  data with SMPLify in the loop (:class:`~annotator.steps.trainer.FitsInTheLoop`): supervised by
+  a per-row dictionary of the best fits (checkpointed with the network), mixed with aux3d rows;
+  the final dictionary is written under ``fits/`` (:func:`annotator.steps.infer.write_fits`).
 * train-second-round (NeuralAnnot supp. Sec. 8): the same recipe on the first round's
   pseudo-GT (``first_round/``), settings in ``second_round:``.
 
@@ -50,7 +54,8 @@ def train_loop(loop_cfg: dict) -> None:
     from annotator.body import load_body_model
     from annotator.body.prior import load_vposer
     from annotator.steps.runtime import autocast, load_network, run_body_model_config, worker_config
-    from annotator.steps.trainer import StepSettings, Trainer, cycle_batches, epoch_order, monitor_3d, steps_per_epoch
+    from annotator.steps.trainer import (FitsInTheLoop, StepSettings, Trainer, cycle_batches, epoch_order, initial_fits,
+                                         monitor_3d, monitor_fits, steps_per_epoch)
 
     cfg = worker_config(loop_cfg["job"])
     step = loop_cfg["step"]
@@ -66,11 +71,17 @@ def train_loop(loop_cfg: dict) -> None:
         from annotator.steps.prepare import load_lifter
 
         net.attach_lifter(load_lifter(loop_cfg["lifter_path"]).to(device))
+    def frozen_vposer():
+        v = load_vposer(loop_cfg["vposer_path"]).to(device).eval()
+        for p in v.parameters():
+            p.requires_grad_(False)
+        return v
+
     vposer = None
     if tcfg.loss_mode == "finetune" and loop_cfg.get("vposer_path") and tcfg.loss.pose_prior > 0:
-        vposer = load_vposer(loop_cfg["vposer_path"]).to(device).eval()
-        for p in vposer.parameters():
-            p.requires_grad_(False)
+        vposer = frozen_vposer()
+    spin = step == "train-spin"  # SMPLify in the loop (method spin): its fitter's pose prior, as method smplify's
+    fit_vposer = frozen_vposer() if spin and loop_cfg.get("vposer_path") else None
 
     roles = loop_cfg["roles"]
     main = load_rows(roles["main"], cfg, body)
@@ -85,26 +96,56 @@ def train_loop(loop_cfg: dict) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     trainer = Trainer(net, body, tcfg, settings, device, total_steps=spe * tcfg.epochs, vposer=vposer,
                       autocast=lambda: autocast(cfg, device), scaler=scaler, seed=tcfg.seed * 1000 + rank)
-    start_epoch, curve = 0, []
+    if spin:
+        from annotator.fitting.in_the_loop import loop_fit_config
+
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+        trainer.loop = FitsInTheLoop(body, loop_fit_config(cfg.smplify, tcfg.fit_iters), tcfg.max_fit_err2d,
+                                     tcfg.max_abs_beta, vposer=fit_vposer, sync=sync)
+    start_epoch, curve, init_fit_seconds = 0, [], 0.0
     state = _newest_state(ray.train.get_checkpoint(), loop_cfg.get("ckpt_dir"))
     if state is not None:
         net.load_state_dict(state["model"])
-        trainer.load_state_dict(state["trainer"])
+        trainer.load_state_dict(state["trainer"])  # with spin: the fits dictionary as it was checkpointed
         start_epoch, curve = int(state["epoch"]) + 1, list(state.get("curve", []))
+    if spin and trainer.loop.fits is None:  # a first start: the static fits (method smplify's) start the dictionary
+        from annotator.steps.prepare import load_lifter
+
+        lifter = load_lifter(loop_cfg["fit_lifter_path"]).to(device) if loop_cfg.get("fit_lifter_path") else None
+        t0 = time.monotonic()
+        trainer.loop.fits = initial_fits(trainer, main, cfg, lifter=lifter, vposer=fit_vposer)
+        init_fit_seconds = time.monotonic() - t0
+        if rank == 0:
+            point = {"epoch": -1, "steps": 0, "fit_seconds": init_fit_seconds,
+                     "fits_err2d_px": float(torch.nanmean(trainer.loop.fits.err2d_px))}
+            for name, (rows, truth) in monitors.items():
+                if name == "target" and len(rows):
+                    point["fits"] = monitor_fits(trainer.loop.fits, body, rows, truth, device)
+            curve.append(point)  # epoch -1: the initial dictionary
+    fits_at_start = trainer.loop.fits.checksum() if spin else None
     trainer.net = ray.train.torch.prepare_model(net)
     aux_iter = cycle_batches(aux, n_aux, tcfg.seed, device, rank, world) if n_aux else None
 
     for epoch in range(start_epoch, tcfg.epochs):
         t0 = time.monotonic()
         metrics = trainer.epoch(main, epoch_order(len(main), tcfg.seed, epoch, rank, world), spe, aux_iter, n_aux)
+        if spin and world > 1:  # every row was refitted by one rank: keep the best entry of every rank
+            merge_fits(trainer.loop.fits)
+            metrics["fits_checksum"] = trainer.loop.fits.checksum()
         train_s = time.monotonic() - t0
         point = {"epoch": epoch, "steps": trainer.step_count, "loss": metrics.get("loss")}
+        if spin:
+            point.update({k: metrics[k] for k in ("fit_seconds", "train_seconds_without_fits", "fits_replaced",
+                                                   "fits_usable_share", "fits_err2d_px")})
+            metrics.update(fits_at_start=fits_at_start, init_fit_seconds=init_fit_seconds)
         if world > 1:
             point["ranks"] = ranks_check(trainer.net, trainer.trained_rows, len(main), rank)
         if rank == 0:
             for name, (rows, truth) in monitors.items():
                 if len(rows):  # a tiny set may hold no held-out row
                     point[name] = monitor_3d(trainer, rows, truth)
+                    if spin and name == "target":
+                        point["fits"] = monitor_fits(trainer.loop.fits, body, rows, truth, device)
             curve.append(point)
         # start_epoch: where this attempt began (> 0 after a resume from a checkpoint)
         metrics.update(epoch=epoch, start_epoch=start_epoch, train_seconds=train_s,
@@ -122,6 +163,17 @@ def train_loop(loop_cfg: dict) -> None:
                     ray.train.report(metrics)
         else:
             ray.train.report(metrics)
+
+
+def merge_fits(fits) -> None:
+    """Every rank's fits dictionary becomes the per-row best of all ranks' (one gather)."""
+    import torch.distributed as dist
+
+    from annotator.fitting.in_the_loop import FitDictionary
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, fits.state_dict())
+    fits.merge([FitDictionary.from_state(g) for g in gathered])
 
 
 def ranks_check(net, trained: torch.Tensor, rows: int, rank: int) -> dict | None:
@@ -258,6 +310,7 @@ class TrainingStep:
 TRAINING_STEPS: dict[str, TrainingStep] = {
     "pretrain": TrainingStep("pretrain", "aux3d", uses_lifter=True),
     "finetune": TrainingStep("finetune", "target", attach="attach_prior", init_from="pretrain"),
+    "train-spin": TrainingStep("spin", "target", init_from="pretrain"),
     "train-second-round": TrainingStep("second_round", "target", attach="attach_pseudo_gt", attach_from="first_round",
                                        uses_lifter=True),
     "train-estimator": TrainingStep("estimator", "target", attach="attach_pseudo_gt"),
@@ -384,11 +437,13 @@ def run_training(ctx: StepContext, step: str) -> dict:
     loop_cfg["init_weights"] = ctx.result(init_from)["weights"] if init_from else None
     if TRAINING_STEPS[step].uses_lifter and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
         loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
-    if tcfg.loss_mode == "finetune":  # the VPoser latent prior, where that step ran
+    if step == "train-spin" and cfg.smplify.init == "lifter":  # the dictionary starts from the lifter's fits
+        loop_cfg["fit_lifter_path"] = ctx.result("train-lifter")["lifter"]
+    if tcfg.loss_mode == "finetune" or step == "train-spin":  # the VPoser latent prior, where that step ran
         prior = ctx.results.get("train-pose-prior") or (
             ctx.result("train-pose-prior") if "train-pose-prior" in cfg.steps else None)
         loop_cfg["vposer_path"] = prior["vposer"] if prior else None
-    ctx.fresh_output_dir(step, ckpt_dir, patterns=("checkpoint_*", "model.pt", "checkpoint_manager_snapshot.json"))
+    ctx.fresh_output_dir(step, ckpt_dir, patterns=("checkpoint_*", "model.pt", "fits.pt", "checkpoint_manager_snapshot.json"))
     loop_cfg["ckpt_dir"] = ckpt_dir  # workers resume from the newest checkpoint found there
     resume = latest_checkpoint(ckpt_dir)
     if resume:
@@ -426,8 +481,15 @@ def run_training(ctx: StepContext, step: str) -> dict:
                for k, v in (result.metrics or {}).items() if isinstance(v, (int, float, str))}
     log.info("[%s] done in %.1fs: %s", step, seconds,
              ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    return {"weights": weights, "epochs": tcfg.epochs, "resumed_from": resume, "metrics": metrics,
-            "seconds": round(seconds, 2), "curve": curve}
+    out = {"weights": weights, "epochs": tcfg.epochs, "resumed_from": resume, "metrics": metrics,
+           "seconds": round(seconds, 2), "curve": curve}
+    if "fits" in state.get("trainer", {}):  # method spin: the final dictionary, and its rows under fits/
+        from annotator.steps.infer import write_fits
+
+        fits_path = storage.join(ckpt_dir, "fits.pt")
+        save_torch(state["trainer"]["fits"], fits_path)
+        out["fits"] = {"path": fits_path, **write_fits(ctx, step, fits_path)}
+    return out
 
 
 def run_pretrain(ctx: StepContext) -> dict:
@@ -438,4 +500,8 @@ def run_finetune(ctx: StepContext) -> dict:
     return run_training(ctx, "finetune")
 
 
-__all__ = ["train_loop", "run_pretrain", "run_finetune", "latest_checkpoint"]
+def run_train_spin(ctx: StepContext) -> dict:
+    return run_training(ctx, "train-spin")
+
+
+__all__ = ["train_loop", "run_pretrain", "run_finetune", "run_train_spin", "latest_checkpoint"]

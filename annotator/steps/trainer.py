@@ -110,16 +110,23 @@ class Trainer:
         self.scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
         self.gen = torch.Generator().manual_seed(seed)
         self.trained_rows = torch.zeros(0, dtype=torch.long)  # main-row indices of the last epoch's steps
+        self.loop: FitsInTheLoop | None = None  # method spin: SMPLify in the loop and its dictionary
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.opt.state_dict(), "step_count": self.step_count,
-                "rng": self.gen.get_state()}
+        out = {"optimizer": self.opt.state_dict(), "step_count": self.step_count, "rng": self.gen.get_state()}
+        if self.loop is not None and self.loop.fits is not None:
+            out["fits"] = self.loop.fits.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
+        from annotator.fitting.in_the_loop import FitDictionary
+
         self.opt.load_state_dict(state["optimizer"])
         self.step_count = int(state.get("step_count", 0))
         if "rng" in state:
             self.gen.set_state(state["rng"])
+        if "fits" in state and self.loop is not None:
+            self.loop.fits = FitDictionary.from_state(state["fits"])
 
     def crops(self, batch: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
         """Network crops of a batch of context crops (augmented when training with it on)."""
@@ -133,9 +140,12 @@ class Trainer:
             out["img"] = out["img"].contiguous(memory_format=torch.channels_last)
         return out
 
-    def step(self, parts: list[dict[str, torch.Tensor]], weight: float = 1.0) -> dict[str, float]:
+    def step(self, parts: list[dict[str, torch.Tensor]], weight: float = 1.0,
+             main_index: torch.Tensor | None = None) -> dict[str, float]:
         """One optimiser step on the parts of a mixed batch (row-weighted mean loss).
-        ``weight`` 0 runs the step without learning from it (keeps DDP ranks in lockstep)."""
+        ``weight`` 0 runs the step without learning from it (keeps DDP ranks in lockstep).
+        ``main_index``: the main rows of ``parts[0]`` (with :attr:`loop`, the dictionary rows
+        that SMPLify refits from this batch's predictions and that supervise it)."""
         for g in self.opt.param_groups:
             g["lr"] = self.tcfg.lr * lr_factor(self.step_count, self.total_steps, self.tcfg.warmup_steps,
                                                self.tcfg.lr_schedule)
@@ -158,10 +168,12 @@ class Trainer:
         loss_total = 0.0
         terms_acc: dict[str, float] = {}
         start = 0
-        for b, n in zip(batches, sizes):
+        for i, (b, n) in enumerate(zip(batches, sizes)):
             pred = {k: v[start:start + n] for k, v in pred_all.items()}
             start += n
             dec = decode(pred, b, self.body, convention=TRAIN_CONVENTION, reprojection=self.s.reprojection)
+            if i == 0 and self.loop is not None and main_index is not None:
+                b = self.loop.supervise(b, dec, main_index, refit=weight > 0)
             loss, terms = compute_losses(pred, dec, b, self.tcfg.loss, mode=self.s.mode,
                                          reprojection=self.s.reprojection, vposer=self.vposer,
                                          use_prior_reg=self.s.use_prior_reg)
@@ -186,6 +198,8 @@ class Trainer:
         each with ``n_aux`` rows from the ``aux`` batch iterator mixed in. ``trained_rows``: the
         ``main`` indices the epoch's learning steps used (the several-worker check reads it)."""
         n_main = max(1, self.tcfg.batch_size - n_aux)
+        if self.loop is not None:
+            self.loop.stats = dict.fromkeys(self.loop.stats, 0.0)
         sums: dict[str, float] = {}
         count = 0
         trained: list[torch.Tensor] = []
@@ -203,7 +217,7 @@ class Trainer:
             parts = [main.take(batch_idx, self.device)]
             if mixed:
                 parts.append(next(aux))
-            terms = self.step(parts, weight)
+            terms = self.step(parts, weight, main_index=batch_idx)
             if weight:
                 trained.append(idx)
             rows = sum(p["img"].shape[0] for p in parts) if weight else 0
@@ -213,8 +227,111 @@ class Trainer:
         out = {("loss" if k == "total" else k): v / max(count, 1) for k, v in sums.items()}
         out.update(samples=count, samples_per_s=count / max(time.monotonic() - t0, 1e-9),
                    lr=self.opt.param_groups[0]["lr"], skipped_steps=self.skipped_steps)
+        if self.loop is not None:
+            out.update(self.loop.epoch_metrics())
+            out["train_seconds_without_fits"] = time.monotonic() - t0 - out["fit_seconds"]
         self.trained_rows = torch.cat(trained) if trained else order[:0]
         return out
+
+
+class FitsInTheLoop:
+    """SPIN's fitting in the loop for one :class:`Trainer` (see :mod:`annotator.fitting.in_the_loop`):
+    the dictionary, the in-the-loop SMPLify settings, the skip rule and the epoch's fit statistics."""
+
+    def __init__(self, body, fit_cfg, max_err2d: float, max_abs_beta: float, vposer=None, sync=None):
+        self.body, self.fit_cfg, self.vposer = body, fit_cfg, vposer
+        self.max_err2d, self.max_abs_beta = max_err2d, max_abs_beta
+        self.fits = None  # FitDictionary: set by initial_fits or a checkpoint
+        self.sync = sync or (lambda: None)  # a device sync before reading the clock (CUDA)
+        self.stats = {"fit_seconds": 0.0, "fits_fitted": 0.0, "fits_replaced": 0.0, "fits_usable": 0.0,
+                      "fits_rows": 0.0}
+
+    def supervise(self, batch: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor], index: torch.Tensor,
+                  refit: bool = True) -> dict[str, torch.Tensor]:
+        """Refit the batch's rows from the network's predictions (``refit``), keep the better fits,
+        and return the batch with the dictionary's usable fits as its SMPL and 3D joint targets."""
+        from annotator.fitting.in_the_loop import fit_from_network
+
+        if refit:
+            self.sync()
+            t0 = time.monotonic()
+            fit = fit_from_network(self.body, decoded, batch, self.fit_cfg, TRAIN_CONVENTION, self.vposer)
+            replaced = self.fits.update(index, fit)
+            self.sync()
+            self.stats["fit_seconds"] += time.monotonic() - t0
+            self.stats["fits_fitted"] += len(index)
+            self.stats["fits_replaced"] += float(replaced.sum())
+        usable = self.fits.usable(index, self.max_err2d, self.max_abs_beta).to(batch["keypoints_2d"].device)
+        params = self.fits.take(index, batch["keypoints_2d"].device)
+        if refit:
+            self.stats["fits_usable"] += float(usable.sum())
+            self.stats["fits_rows"] += len(index)
+        out = dict(batch)
+        out["smpl_global_orient"], out["smpl_body_pose"], out["smpl_betas"] = (
+            params["global_orient"], params["body_pose"], params["betas"])
+        out["has_smpl"] = usable
+        out["has_3d"] = torch.zeros_like(usable)
+        return smpl_joint_targets(out, self.body, TRAIN_CONVENTION)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        st = self.stats
+        return {"fit_seconds": st["fit_seconds"], "fits_fitted": int(st["fits_fitted"]),
+                "fits_replaced": int(st["fits_replaced"]),
+                "fits_usable_share": st["fits_usable"] / max(st["fits_rows"], 1.0),
+                "fits_err2d_px": float(torch.nanmean(self.fits.err2d_px)), "fits_checksum": self.fits.checksum()}
+
+
+@torch.no_grad()
+def initial_fits(trainer: Trainer, rows: TrainRows, cfg, lifter=None, vposer=None, batch: int = 128):
+    """The dictionary's start (SPIN): SMPLify with the job's ``smplify`` settings, started as
+    ``method: smplify`` starts it (``smplify.init``), from the network's un-augmented predictions."""
+    from annotator.fitting.in_the_loop import FitDictionary
+    from annotator.fitting.smplify import smplify
+    from annotator.steps.infer import smplify_init
+
+    net = getattr(trainer.net, "module", trainer.net)
+    net.eval()
+    parts, boxes = [], []
+    for s in range(0, len(rows), batch):
+        b = trainer.crops(rows.take(torch.arange(s, min(len(rows), s + batch)), trainer.device), train=False)
+        with trainer.autocast():
+            pred = net(**net_inputs(b))
+        dec = decode({k: v.float() for k, v in pred.items()}, b, trainer.body, convention=TRAIN_CONVENTION)
+        init = smplify_init(cfg, dec, b, trainer.body, lifter)
+        parts.append(smplify(trainer.body, b["keypoints_2d"].float(), TRAIN_CONVENTION, b["focal"].float(),
+                             b["principal_point"].float(), init, cfg.smplify, vposer=vposer))
+        boxes.append(b["box_size"])
+    net.train()
+    from annotator.fitting.smplify import FitResult
+
+    cat = FitResult(**{k: torch.cat([getattr(p, k) for p in parts]) for k in
+                       ("global_orient", "body_pose", "betas", "transl", "err2d_px", "loss")})
+    return FitDictionary.from_fit(rows.sample_id, cat, torch.cat(boxes))
+
+
+@torch.no_grad()
+def monitor_fits(fits, body, rows: TrainRows, truth: dict[str, torch.Tensor], device) -> dict[str, float] | None:
+    """The dictionary's 3D error on the monitor rows it holds (SPIN supp. Tab. 3: the fits improve
+    during training), scored as :func:`monitor_3d` scores the network."""
+    from annotator.body.joints import get_convention, select_keypoints
+    from annotator.evaluation.metrics import mpjpe, orientation_error_deg, pa_mpjpe
+
+    idx, found = fits.lookup(rows.sample_id)
+    if not found.any():
+        return None
+    p = fits.take(torch.from_numpy(idx[found]), device)
+    keep = torch.from_numpy(np.nonzero(found)[0])
+    gt = {k: v[keep].to(device) for k, v in truth.items()}
+
+    def joints(params):
+        out = body(global_orient=params["global_orient"], body_pose=params["body_pose"], betas=params["betas"])
+        return select_keypoints(out.keypoints, body.keypoint_names, TRAIN_CONVENTION) * 1000
+
+    pj, gj = joints(p), joints(gt)
+    root = list(get_convention(TRAIN_CONVENTION).root)
+    return {"mpjpe": float(mpjpe(pj, gj, root=root).mean()), "pa_mpjpe": float(pa_mpjpe(pj, gj).mean()),
+            "orient_median_deg": float(orientation_error_deg(p["global_orient"], gt["global_orient"]).median()),
+            "rows": int(found.sum())}
 
 
 def cycle_batches(rows: TrainRows, batch: int, seed: int, device: torch.device, rank: int = 0,
@@ -263,5 +380,5 @@ def monitor_3d(trainer: Trainer, rows: TrainRows, truth: dict[str, torch.Tensor]
             "orient_median_deg": float(cat["orient"].median()), "rows": len(rows)}
 
 
-__all__ = ["TrainRows", "Trainer", "StepSettings", "epoch_order", "steps_per_epoch", "lr_factor",
+__all__ = ["TrainRows", "Trainer", "StepSettings", "FitsInTheLoop", "initial_fits", "monitor_fits", "epoch_order", "steps_per_epoch", "lr_factor",
            "cycle_batches", "monitor_3d"]
