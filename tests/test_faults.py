@@ -268,3 +268,47 @@ def test_inference_actor_killed_mid_step_loses_and_duplicates_nothing(prepared, 
     res = summary["reinfer"]["outputs"]["datasets"]["wild"]
     assert res["rejects"] == 0 and res["rows"] == res["manifest_rows"]
     assert not list((run / "rejects" / "wild").glob("reinfer-*.parquet"))
+
+
+# --------------------------------------------------------------------------- train-spin
+def test_spin_worker_killed_mid_training_resumes_with_the_checkpointed_fits(prepared, ray_address):
+    """``method: spin``: the Ray Train worker is killed once the first epoch checkpoint (network +
+    fits dictionary) is on storage. The restarted worker must continue from that checkpoint's
+    dictionary (its checksum), not from a fresh SMPLify or a half-updated one, so that every
+    replacement the final dictionary counts is one of a completed epoch (nothing lost or doubled),
+    and ``fits/`` holds one row per manifest row."""
+    job, run = prepared
+    epochs = 3
+    pool, fut = start_job(job, [f"steps=[{', '.join(PREFIX_STEPS)}, train-spin, reinfer]", "method=spin",
+                                f"spin.epochs={epochs}", "spin.checkpoint_every_epochs=1", "spin.aux3d_fraction=0",
+                                "spin.batch_size=8", "spin.fit_iters=20"])
+    try:
+        workers = wait_for("a live training worker",
+                           lambda: alive_actors(ray_address, lambda c: c == "RayTrainWorker"), fut, POLL_RAY_S)
+        ckpt_dir = run / "checkpoints" / "train-spin"
+        wait_for("the first train-spin checkpoint", lambda: stored_checkpoint_epoch(ckpt_dir) is not None, fut)
+        os.kill(workers[0].pid, signal.SIGKILL)
+        killed_at_epoch = stored_checkpoint_epoch(ckpt_dir)
+        assert killed_at_epoch < epochs - 1, "the kill must land before the last epoch's checkpoint"
+        summary = fut.result(timeout=WAIT_FOR_JOB_S)
+    finally:
+        pool.shutdown(wait=True)
+
+    killed = {a.actor_id: a for a in actors_named(ray_address, lambda c: c == "RayTrainWorker")}[workers[0].actor_id]
+    assert killed.state == "DEAD" and killed.pid == workers[0].pid
+    out = summary["train-spin"]["outputs"]
+    m, curve = out["metrics"], out["curve"]
+    assert m["start_epoch"] >= killed_at_epoch + 1 > 0, (m, killed_at_epoch)
+    by_epoch = {p["epoch"]: p for p in curve}
+    assert sorted(by_epoch) == list(range(-1, epochs))  # the initial dictionary, then each epoch once
+    # the resumed attempt started from the dictionary of the checkpoint it resumed from
+    assert m["fits_at_start"] == by_epoch[m["start_epoch"] - 1]["fits_checksum"]
+    import torch
+
+    fits = torch.load(out["fits"]["path"], map_location="cpu", weights_only=True)
+    assert int(fits["updates"].sum()) == sum(by_epoch[e]["fits_replaced"] for e in range(epochs))
+    manifest = read_rows(run / "manifest" / "wild")
+    written = read_rows(run / "fits" / "wild")
+    assert written.sample_id.is_unique and sorted(written.sample_id) == sorted(manifest.sample_id)
+    assert set(written["method"]) == {"spin-fits"}
+    assert_one_row_per_manifest_row(run)

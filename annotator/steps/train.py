@@ -136,7 +136,7 @@ def train_loop(loop_cfg: dict) -> None:
         point = {"epoch": epoch, "steps": trainer.step_count, "loss": metrics.get("loss")}
         if spin:
             point.update({k: metrics[k] for k in ("fit_seconds", "train_seconds_without_fits", "fits_replaced",
-                                                   "fits_usable_share", "fits_err2d_px")})
+                                                   "fits_usable_share", "fits_err2d_px", "fits_checksum")})
             metrics.update(fits_at_start=fits_at_start, init_fit_seconds=init_fit_seconds)
         if world > 1:
             point["ranks"] = ranks_check(trainer.net, trainer.trained_rows, len(main), rank)
