@@ -88,6 +88,25 @@ def test_summary_uses_common_instances_and_checks_the_orderings(tmp_path):
     assert "DOES NOT HOLD" in quality.format_table({"seed": 0, **out})
 
 
+def test_spins_fits_are_a_row_of_their_own_read_from_the_spin_run(tmp_path):
+    _write_result(tmp_path, "smplify", ["w/1", "w/2"], [4, 4], [200, 200], 30.0)
+    _write_result(tmp_path, "spin", ["w/1", "w/2"], [16, 16], [210, 190], 90.0)
+    per_sample = tmp_path / "spin" / "per_sample" / f"{quality.TARGET}.parquet"
+    rows = pd.read_parquet(per_sample)
+    fits = rows[rows.output == "final"].assign(output="fits", mpjpe=[170.0, 180.0], err2d_px=[3.0, 3.0])
+    pd.concat([rows, fits]).assign(pa_mpjpe=lambda d: d["mpjpe"] / 2).to_parquet(per_sample, index=False)
+    assert quality.table_rows(["smplify", "spin"]) == ["smplify", "spin", "spin-fits"]
+    out = quality.summarise(str(tmp_path), ["smplify", "spin"])
+    m = out["methods"]
+    assert m["spin"]["mpjpe"] == 200.0 and m["spin-fits"]["mpjpe"] == 175.0 and m["spin-fits"]["err2d_px"] == 3.0
+    assert m["spin-fits"]["seconds"] == m["spin"]["seconds"] == 90.0  # one run makes both
+    holds = {(o["better"], o["worse"]): o["holds"] for o in out["orderings"] if o["metric"] == "pa_mpjpe"}
+    assert holds[("spin-fits", "smplify")] is True and holds[("spin", "smplify")] is False
+    # asking for lifter brings SMPLify from the lifter (the lifter-init comparison); order as in VARIANTS
+    assert quality.expand_methods(("spin", "lifter", "cliff")) == ("cliff", "lifter", "smplify-lifter-init", "spin")
+    assert set(quality.expand_methods(("cliff",), ablations=True)) == {v.label for v in quality.VARIANTS}
+
+
 def test_rescore_tabulates_kept_results_without_running_anything(tmp_path, monkeypatch):
     results = tmp_path / "seed-4" / "results"
     _write_result(results, "cliff", ["w/1", "w/2"], [10, 20], [100, 200], 50.0)

@@ -72,7 +72,8 @@ def add_commands(subparsers) -> None:
                    help="keep the runs here; a later bench run with the same dir reuses finished steps")
     q.add_argument("--methods", nargs="+", default=None, metavar="LABEL",
                    help="variants (spin adds the row spin-fits, lifter brings smplify-lifter-init); subset of: cliff prior "
-                        "smplify lifter smplify-lifter-init cliff-2nd spin cliff-no-prior-reg cliff-no-bbox cliff-crop-loss")
+                        "smplify lifter smplify-lifter-init cliff-2nd spin spin-lifter-init cliff-no-prior-reg cliff-no-bbox "
+                        "cliff-crop-loss")
     q.add_argument("--ablations", action="store_true", default=None,
                    help="also run every variant not in --methods (lifter, smplify-lifter-init, cliff-2nd, spin and the "
                         "cliff ablations)")
