@@ -98,6 +98,7 @@ def test_annotator_ik_converts_a_joints_file(body_model, tmp_path, single_thread
                  "--save-checkpoint", str(ck)]) == 0
     t = pq.read_table(first).to_pandas()
     assert len(t) == 6 and set(t["method"]) == {"ik"} and list(t["sample_id"]) == list(ids)
+    assert list(t["image_path"]) == list(ids)  # the npz's imgname
     assert np.stack(t["body_pose"]).shape == (6, 69) and np.isfinite(np.stack(t["transl"])).all()
     # the translation puts the model's hips on the file's: near the true one
     assert np.abs(np.stack(t["transl"])[:, 2] - 4.0).max() < 0.5
@@ -105,6 +106,22 @@ def test_annotator_ik_converts_a_joints_file(body_model, tmp_path, single_thread
     assert main(["ik", str(npz), "--out", str(again), "--checkpoint", str(ck)]) == 0
     np.testing.assert_allclose(np.stack(pq.read_table(again).to_pandas()["body_pose"]), np.stack(t["body_pose"]),
                                atol=1e-6)
+    # a manifest-like Parquet file: its image columns come through, for the rows that have joints
+    import pyarrow as pa
+
+    rows = pa.table({"sample_id": [f"m/{i}" for i in range(3)], "image_path": [f"a/{i}.jpg" for i in range(3)],
+                     "bbox": pa.array([[1.0, 2.0, 30.0, 60.0]] * 3, pa.list_(pa.float32(), 4)),
+                     "image_width": pa.array([640] * 3, pa.int32()), "image_height": pa.array([480] * 3, pa.int32()),
+                     "joints_3d": pa.array([list(joints[0].reshape(-1)), None, list(joints[2].reshape(-1))],
+                                           pa.list_(pa.float32())),
+                     "joints_3d_convention": [CONV] * 3})
+    manifest = tmp_path / "rows.parquet"
+    pq.write_table(rows, manifest)
+    mout = tmp_path / "m.parquet"
+    assert main(["ik", str(manifest), "--out", str(mout), "--checkpoint", str(ck)]) == 0
+    m = pq.read_table(mout).to_pandas()
+    assert list(m["sample_id"]) == ["m/0", "m/2"] and list(m["image_path"]) == ["a/0.jpg", "a/2.jpg"]
+    assert np.stack(m["bbox"]).tolist() == [[1.0, 2.0, 30.0, 60.0]] * 2 and list(m["image_width"]) == [640, 640]
     with pytest.raises(SystemExit, match="IK network for 'h36m17', the file's joints are 'coco17'"):
         bad = tmp_path / "coco.npz"
         np.savez(bad, S=np.zeros((2, 17, 3), np.float32), joints_3d_convention=np.array("coco17"))

@@ -5,6 +5,8 @@
 ``JOINTS_FILE``: a SPIN-style npz with ``S`` ``(N, K, 3|4)`` (4th column: confidence; SPIN's
 24-joint order unless the file has ``joints_3d_convention``), or a Parquet table with
 ``joints_3d`` (flattened K*3, metres), ``joints_3d_convention`` and ``sample_id`` (a manifest).
+The output keeps the input's image columns (:data:`IMAGE_COLUMNS`: image path, bbox, image size,
+camera, where the file has them; an npz's ``imgname`` as ``image_path``).
 Without ``--checkpoint`` an IK network is trained first on the synthetic world's mocap poses
 (``--poses``, ``--steps``) and can be kept with ``--save-checkpoint``. Checkpoints are read
 without unpickling.
@@ -21,6 +23,9 @@ log = logging.getLogger("annotator")
 
 IK_METHOD = "ik"
 """The ``method`` of the rows this command writes."""
+IMAGE_COLUMNS = ("dataset", "image_path", "source", "bbox", "image_width", "image_height", "focal_length",
+                 "principal_point")
+"""Columns of the pseudo-GT schema a Parquet joints file (a manifest) passes through to the output, where it has them."""
 
 
 def read_joints(path: str, convention: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -66,6 +71,24 @@ def read_joints(path: str, convention: str | None = None) -> tuple[np.ndarray, n
     present = (s[..., 3] > 0) if s.shape[2] == 4 else np.ones(s.shape[:2], bool)
     ids = np.asarray(data["imgname"]).astype(str) if "imgname" in data else np.arange(len(s)).astype(str)
     return ids, s[..., :3], present & np.isfinite(s[..., :3]).all(-1), conv
+
+
+def image_columns(path: str) -> dict:
+    """The :data:`IMAGE_COLUMNS` of a joints file's rows that :func:`read_joints` keeps (pyarrow arrays):
+    a Parquet file's own columns; an npz's ``imgname`` as ``image_path``."""
+    from annotator import storage
+
+    raw = storage.read_bytes(path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(io.BytesIO(raw))
+        t = t.filter(t["joints_3d"].is_valid())
+        return {c: t[c].combine_chunks() for c in IMAGE_COLUMNS if c in t.column_names}
+    import pyarrow as pa
+
+    data = np.load(io.BytesIO(raw), allow_pickle=False)
+    return {"image_path": pa.array(np.asarray(data["imgname"]).astype(str))} if "imgname" in data else {}
 
 
 def load_ik(path: str):
@@ -120,6 +143,7 @@ def _ik(args: argparse.Namespace) -> int:
     f32 = lambda x: pa.array(list(x.numpy().astype(np.float32)), pa.list_(pa.float32(), x.shape[1]))  # noqa: E731
     table = pa.table({
         "sample_id": pa.array(ids, pa.string()),
+        **image_columns(args.joints_file),  # where the people are in their images, when the file says
         "global_orient": f32(fit["global_orient"]), "body_pose": f32(fit["body_pose"]),
         "betas": f32(fit["betas"]), "transl": f32(fit["transl"]),
         "joint_err_mm": pa.array((fit["joint_err"] * 1000).numpy().astype(np.float32)),
@@ -152,4 +176,4 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_ik)
 
 
-__all__ = ["read_joints", "load_ik", "mocap_poses", "add_commands", "IK_METHOD"]
+__all__ = ["read_joints", "image_columns", "IMAGE_COLUMNS", "load_ik", "mocap_poses", "add_commands", "IK_METHOD"]
