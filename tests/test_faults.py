@@ -145,31 +145,39 @@ def stored_checkpoint_epoch(ckpt_dir: Path) -> int | None:
     return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
 
 
-def test_training_worker_killed_after_a_checkpoint_resumes_from_it(prepared, ray_address):
-    """Two epochs, no aux3d mixing (one input pipeline per epoch: the shortest finetune that
-    still has an epoch left after the first checkpoint)."""
-    job, run = prepared
-    epochs = 2
-    pool, fut = start_job(job, [f"steps=[{', '.join(PREFIX_STEPS)}, finetune, reinfer]",
-                                f"finetune.epochs={epochs}", "finetune.checkpoint_every_epochs=1",
-                                "finetune.aux3d_fraction=0"])
+def kill_worker_after_first_checkpoint(job: Path, run: Path, step: str, overrides: list[str], epochs: int,
+                                       ray_address: str) -> tuple[dict, int]:
+    """Run the job; SIGKILL the (one) Ray Train worker of ``step`` as soon as its first epoch
+    checkpoint is on storage; return the finished job's summary and the checkpoint epoch the kill
+    followed. Checks that the kill landed before the last epoch and that the killed worker stayed
+    dead (Ray Train replaced the worker group: the FailureConfig retry)."""
+    pool, fut = start_job(job, overrides)
     try:
         # the worker is found first, so the kill follows the checkpoint by one poll interval
         workers = wait_for("a live training worker",
                            lambda: alive_actors(ray_address, lambda c: c == "RayTrainWorker"), fut, POLL_RAY_S)
         assert len(workers) == 1  # ray.num_workers = 1
-        ckpt_dir = run / "checkpoints" / "finetune"
-        wait_for("the first finetune checkpoint", lambda: stored_checkpoint_epoch(ckpt_dir) is not None, fut)
+        ckpt_dir = run / "checkpoints" / step
+        wait_for(f"the first {step} checkpoint", lambda: stored_checkpoint_epoch(ckpt_dir) is not None, fut)
         os.kill(workers[0].pid, signal.SIGKILL)
         killed_at_epoch = stored_checkpoint_epoch(ckpt_dir)
         assert killed_at_epoch < epochs - 1, "the kill must land before the last epoch's checkpoint"
         summary = fut.result(timeout=WAIT_FOR_JOB_S)
     finally:
         pool.shutdown(wait=True)
-
-    # the killed worker stayed dead: Ray Train replaced the worker group (FailureConfig retry)
     killed = {a.actor_id: a for a in actors_named(ray_address, lambda c: c == "RayTrainWorker")}[workers[0].actor_id]
     assert killed.state == "DEAD" and killed.pid == workers[0].pid
+    return summary, killed_at_epoch
+
+
+def test_training_worker_killed_after_a_checkpoint_resumes_from_it(prepared, ray_address):
+    """Two epochs, no aux3d mixing (one input pipeline per epoch: the shortest finetune that
+    still has an epoch left after the first checkpoint)."""
+    job, run = prepared
+    epochs = 2
+    summary, killed_at_epoch = kill_worker_after_first_checkpoint(
+        job, run, "finetune", [f"steps=[{', '.join(PREFIX_STEPS)}, finetune, reinfer]", f"finetune.epochs={epochs}",
+                               "finetune.checkpoint_every_epochs=1", "finetune.aux3d_fraction=0"], epochs, ray_address)
     assert summary["finetune"]["status"] == "ran"
     m = summary["finetune"]["outputs"]["metrics"]  # the last report, from the attempt that finished
     # resumed from the stored checkpoint (or a later one), not from scratch, and ran to the end
@@ -279,23 +287,10 @@ def test_spin_worker_killed_mid_training_resumes_with_the_checkpointed_fits(prep
     and ``fits/`` holds one row per manifest row."""
     job, run = prepared
     epochs = 3
-    pool, fut = start_job(job, [f"steps=[{', '.join(PREFIX_STEPS)}, train-spin, reinfer]", "method=spin",
-                                f"spin.epochs={epochs}", "spin.checkpoint_every_epochs=1", "spin.aux3d_fraction=0",
-                                "spin.batch_size=8", "spin.fit_iters=20"])
-    try:
-        workers = wait_for("a live training worker",
-                           lambda: alive_actors(ray_address, lambda c: c == "RayTrainWorker"), fut, POLL_RAY_S)
-        ckpt_dir = run / "checkpoints" / "train-spin"
-        wait_for("the first train-spin checkpoint", lambda: stored_checkpoint_epoch(ckpt_dir) is not None, fut)
-        os.kill(workers[0].pid, signal.SIGKILL)
-        killed_at_epoch = stored_checkpoint_epoch(ckpt_dir)
-        assert killed_at_epoch < epochs - 1, "the kill must land before the last epoch's checkpoint"
-        summary = fut.result(timeout=WAIT_FOR_JOB_S)
-    finally:
-        pool.shutdown(wait=True)
-
-    killed = {a.actor_id: a for a in actors_named(ray_address, lambda c: c == "RayTrainWorker")}[workers[0].actor_id]
-    assert killed.state == "DEAD" and killed.pid == workers[0].pid
+    summary, killed_at_epoch = kill_worker_after_first_checkpoint(
+        job, run, "train-spin", [f"steps=[{', '.join(PREFIX_STEPS)}, train-spin, reinfer]", "method=spin",
+                                 f"spin.epochs={epochs}", "spin.checkpoint_every_epochs=1", "spin.aux3d_fraction=0",
+                                 "spin.batch_size=8", "spin.fit_iters=20"], epochs, ray_address)
     out = summary["train-spin"]["outputs"]
     m, curve = out["metrics"], out["curve"]
     assert m["start_epoch"] >= killed_at_epoch + 1 > 0, (m, killed_at_epoch)

@@ -4,16 +4,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from test_pipeline import TINY_JOB, ray_local  # noqa: F401  (the module-scoped local Ray cluster)
-
-
-def _rows(path):
-    files = sorted(path.glob("part-*.parquet"))
-    return pq.read_table(files).to_pandas() if files else None
+from test_pipeline import read_dir as _rows
 
 
 @pytest.mark.slow
