@@ -286,7 +286,7 @@ def initial_fits(trainer: Trainer, rows: TrainRows, cfg, lifter=None, vposer=Non
     """The dictionary's start (SPIN): SMPLify with the job's ``smplify`` settings, started as
     ``method: smplify`` starts it (``smplify.init``), from the network's un-augmented predictions."""
     from annotator.fitting.in_the_loop import FitDictionary
-    from annotator.fitting.smplify import smplify
+    from annotator.fitting.smplify import FitResult, smplify
     from annotator.steps.infer import smplify_init
 
     net = getattr(trainer.net, "module", trainer.net)
@@ -302,8 +302,6 @@ def initial_fits(trainer: Trainer, rows: TrainRows, cfg, lifter=None, vposer=Non
                              b["principal_point"].float(), init, cfg.smplify, vposer=vposer))
         boxes.append(b["box_size"])
     net.train()
-    from annotator.fitting.smplify import FitResult
-
     cat = FitResult(**{k: torch.cat([getattr(p, k) for p in parts]) for k in
                        ("global_orient", "body_pose", "betas", "transl", "err2d_px", "loss")})
     return FitDictionary.from_fit(rows.sample_id, cat, torch.cat(boxes))
