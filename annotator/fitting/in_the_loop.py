@@ -53,6 +53,9 @@ class FitDictionary:
         return cls([str(s) for s in sample_id], params, fit.err2d_px.detach().float().cpu(),
                    box_size.detach().float().cpu(), torch.zeros(len(sample_id), dtype=torch.long))
 
+    def __post_init__(self) -> None:
+        self._row = {s: i for i, s in enumerate(self.sample_id)}  # sample_id -> row, built once
+
     def __len__(self) -> int:
         return len(self.sample_id)
 
@@ -114,8 +117,7 @@ class FitDictionary:
 
     def lookup(self, sample_ids) -> tuple[np.ndarray, np.ndarray]:
         """Row index of each of ``sample_ids`` and whether it is in the dictionary."""
-        where = {s: i for i, s in enumerate(self.sample_id)}
-        idx = np.array([where.get(str(s), -1) for s in sample_ids], dtype=np.int64)
+        idx = np.array([self._row.get(str(s), -1) for s in sample_ids], dtype=np.int64)
         return np.maximum(idx, 0), idx >= 0
 
 

@@ -422,8 +422,7 @@ def run_inference(ctx: StepContext, step: str) -> dict:
                 if storage.exists(path):
                     storage.remove(path, recursive=True)
         weights, method = source.get("weights") or source["lifter"], cfg.method
-    manifest = ctx.result("manifest")["datasets"]
-    shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
+    shards = target_shards(ctx)
     vposer = ctx.result("train-pose-prior")["vposer"] if method == "smplify" and "train-pose-prior" in ctx.cfg.steps else None
     label = first_round_label(cfg) if step == "reinfer" else method
     lifter = ctx.result("train-lifter")["lifter"] if method == "smplify" and cfg.smplify.init == "lifter" else None
@@ -435,9 +434,14 @@ def write_fits(ctx: StepContext, step: str, fits_path: str) -> dict:
     """The fits dictionary at ``fits_path`` (:class:`~annotator.fitting.in_the_loop.FitDictionary`
     state) as pseudo-GT-schema rows under ``fits/<dataset>/`` (``method`` = :func:`fits_label`),
     one per target manifest row: the same Ray Data pass, commits and rejects as ``reinfer``."""
+    return infer_datasets(ctx, step, target_shards(ctx), fits_path, ctx.layout.fits, FITS_PREDICTOR,
+                          label=fits_label(ctx.cfg))
+
+
+def target_shards(ctx: StepContext) -> dict[str, list[str]]:
+    """The manifest shards of every target dataset, by dataset."""
     manifest = ctx.result("manifest")["datasets"]
-    shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
-    return infer_datasets(ctx, step, shards, fits_path, ctx.layout.fits, FITS_PREDICTOR, label=fits_label(ctx.cfg))
+    return {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
 
 
 def run_predict_prior(ctx: StepContext) -> dict:

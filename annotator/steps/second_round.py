@@ -27,10 +27,9 @@ def run_train_second_round(ctx: StepContext) -> dict:
 
 
 def run_reinfer_second_round(ctx: StepContext) -> dict:
-    from annotator.steps.infer import infer_datasets
+    from annotator.steps.infer import infer_datasets, target_shards
 
-    manifest = ctx.result("manifest")["datasets"]
-    shards = {d.name: manifest[d.name]["shards"] for d in ctx.datasets("target")}
+    shards = target_shards(ctx)
     weights = ctx.result(TRAIN_STEP)["weights"]
     label = ctx.cfg.method_label
     return {**infer_datasets(ctx, REINFER_STEP, shards, weights, ctx.layout.pseudo_gt, "network", label=label),

@@ -80,7 +80,7 @@ def train_loop(loop_cfg: dict) -> None:
     vposer = None
     if tcfg.loss_mode == "finetune" and loop_cfg.get("vposer_path") and tcfg.loss.pose_prior > 0:
         vposer = frozen_vposer()
-    spin = step == "train-spin"  # SMPLify in the loop (method spin): its fitter's pose prior, as method smplify's
+    spin = TRAINING_STEPS[step].fits_in_the_loop  # SPIN: SMPLify in the loop, with method smplify's pose prior
     fit_vposer = frozen_vposer() if spin and loop_cfg.get("vposer_path") else None
 
     roles = loop_cfg["roles"]
@@ -302,6 +302,9 @@ class TrainingStep:
     attach_from: str | None = None
     """Run output (:data:`annotator.layout.OUTPUT_KINDS`) the attached columns come from; None: the
     attach's own (``prior`` / ``pseudo_gt``)."""
+    fits_in_the_loop: bool = False
+    """SPIN: SMPLify refits each batch from the predictions, a dictionary of the best fits supervises the
+    network (:class:`~annotator.steps.trainer.FitsInTheLoop`), and the final fits are written to ``fits/``."""
     uses_lifter: bool = False
     """A fresh annotator network that starts from the 2D-keypoint lifter's pose with ``lifter.enabled``
     (finetune inherits it from pretrain's weights; the estimator, an image-only model, never uses it)."""
@@ -310,7 +313,7 @@ class TrainingStep:
 TRAINING_STEPS: dict[str, TrainingStep] = {
     "pretrain": TrainingStep("pretrain", "aux3d", uses_lifter=True),
     "finetune": TrainingStep("finetune", "target", attach="attach_prior", init_from="pretrain"),
-    "train-spin": TrainingStep("spin", "target", init_from="pretrain"),
+    "train-spin": TrainingStep("spin", "target", init_from="pretrain", fits_in_the_loop=True),
     "train-second-round": TrainingStep("second_round", "target", attach="attach_pseudo_gt", attach_from="first_round",
                                        uses_lifter=True),
     "train-estimator": TrainingStep("estimator", "target", attach="attach_pseudo_gt"),
@@ -437,9 +440,10 @@ def run_training(ctx: StepContext, step: str) -> dict:
     loop_cfg["init_weights"] = ctx.result(init_from)["weights"] if init_from else None
     if TRAINING_STEPS[step].uses_lifter and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
         loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
-    if step == "train-spin" and cfg.smplify.init == "lifter":  # the dictionary starts from the lifter's fits
+    in_the_loop = TRAINING_STEPS[step].fits_in_the_loop
+    if in_the_loop and cfg.smplify.init == "lifter":  # the dictionary starts from the lifter's fits
         loop_cfg["fit_lifter_path"] = ctx.result("train-lifter")["lifter"]
-    if tcfg.loss_mode == "finetune" or step == "train-spin":  # the VPoser latent prior, where that step ran
+    if tcfg.loss_mode == "finetune" or in_the_loop:  # the VPoser prior (latent L2 / the fitter's), where that step ran
         prior = ctx.results.get("train-pose-prior") or (
             ctx.result("train-pose-prior") if "train-pose-prior" in cfg.steps else None)
         loop_cfg["vposer_path"] = prior["vposer"] if prior else None
@@ -483,7 +487,7 @@ def run_training(ctx: StepContext, step: str) -> dict:
              ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     out = {"weights": weights, "epochs": tcfg.epochs, "resumed_from": resume, "metrics": metrics,
            "seconds": round(seconds, 2), "curve": curve}
-    if "fits" in state.get("trainer", {}):  # method spin: the final dictionary, and its rows under fits/
+    if in_the_loop:  # method spin: the final dictionary, and its rows under fits/
         from annotator.steps.infer import write_fits
 
         fits_path = storage.join(ckpt_dir, "fits.pt")
