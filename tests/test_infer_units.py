@@ -133,8 +133,12 @@ def test_predictor_is_deterministic_and_a_row_without_keypoints_has_no_2d_error(
     shard = setup["shards"][0]  # rows 0, 1 (no labelled keypoint), 2
     again = predictor(decode_batch(_manifest_batch(shard), setup["cfg"].crop))
     first = predicted[shard]
-    for name in (*PARAM_WIDTHS, "keypoints_2d", "err2d_px"):
+    for name in PARAM_WIDTHS:  # the network's answer: bit for bit
         np.testing.assert_array_equal(again[name], first[name])
+    # the projection goes through the body model, whose batched matmuls are not bit-reproducible
+    # from call to call on every CPU (alignment-dependent SIMD paths: 1.1e-5 px measured on a Xeon)
+    for name in ("keypoints_2d", "err2d_px"):
+        np.testing.assert_allclose(again[name], first[name], rtol=0, atol=1e-3)
     assert first["ok"].all()
     assert np.isnan(first["err2d_px"][1]) and np.isfinite(first["err2d_px"][[0, 2]]).all()
     assert np.isfinite(first["body_pose"]).all()  # the prediction itself exists without keypoints
@@ -210,3 +214,35 @@ def test_attach_outputs_flags_rows_of_a_shard_without_predictions(setup, predict
     batch = {k: np.concatenate([_manifest_batch(s)[k] for s in (second, first)]) for k in _manifest_batch(first)}
     got = attach_prior(batch, {DATASET: out_dir})
     assert got["has_prior"].tolist() == [True, False, True, False, False, False]
+
+
+def test_the_image_and_joints_network_reads_each_rows_3d_joints_and_rejects_rows_without(setup, tmp_path):
+    """``aux_annotator.kind: image``: the Predictor finds the joints input in the checkpoint, feeds
+    every row its own 3D joints and rejects a row that has none (``no_3d_joints``), never guessing."""
+    from annotator.body.joints import get_convention
+    from annotator.model import CliffNet
+
+    cfg = setup["cfg"]
+    torch.manual_seed(0)
+    net = CliffNet(cfg.network, cfg.crop.size, joints_in=17, joints_root=get_convention("coco17").root)
+    weights = str(tmp_path / "annotate-aux" / "model.pt")
+    save_torch({"model": net.state_dict()}, weights)
+    p = Predictor(cfg.model_dump_json(), weights, None, "neuralannot-aux", infer._checkpoint_id(weights))
+    assert p.net.joints_in == 17
+    rng = np.random.default_rng(1)
+    joints = [(rng.normal(0, 0.3, (17, 3)) + [0, 0, 4]).astype(np.float32).ravel() for _ in range(3)]
+
+    def run(j):
+        batch = _manifest_batch(setup["shards"][0])  # rows 0-2, all decodable
+        batch.update(joints_3d=np.array([j[0], None, j[2]], object), has_3d=np.array([True, False, True]),
+                     joints_3d_convention=np.array(["coco17", None, "coco17"], object))
+        return p(decode_batch(batch, cfg.crop))
+
+    out = run(joints)
+    assert out["ok"].tolist() == [True, False, True]
+    assert out["reason"][1] == "no_3d_joints" and "3D joints" in out["error"][1]
+    assert np.isnan(out["body_pose"][1]).all() and np.isfinite(out["body_pose"][[0, 2]]).all()
+    assert set(out["method"]) == {"neuralannot-aux"}
+    other = run([joints[0] * 1.3, None, joints[2]])  # row 0's joints changed, row 2's not
+    assert not np.allclose(other["body_pose"][0], out["body_pose"][0])
+    np.testing.assert_allclose(other["body_pose"][2], out["body_pose"][2], atol=1e-6)
