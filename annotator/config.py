@@ -209,6 +209,16 @@ class FinetuneLossWeights(LossWeights):
     """L2 on betas of target rows (three-recipes paper: 1e-2)."""
 
 
+class AuxLossWeights(LossWeights):
+    """The aux-set annotator's L_ax (NeuralAnnot Sec. 3.1): L1 on the 3D joints (``joints_3d``, in
+    place of the squared error) plus an L2 regulariser per parameter; the 2D term keeps the camera."""
+
+    pose_l2: float = Field(1e-3, ge=0)
+    """L2 on the body pose (axis-angle, summed over its 69 numbers)."""
+    betas_l2: float = Field(1e-3, ge=0)
+    """L2 on the betas (summed)."""
+
+
 class AugmentConfig(Strict):
     """CLIFF/SPIN training augmentation, exact in the full camera frame (see annotator.data.augment)."""
 
@@ -308,6 +318,17 @@ class SecondRoundConfig(MixedBatches):
         return {"enabled": v} if isinstance(v, bool) else v
 
 
+class AuxImageConfig(TrainBase):
+    """``annotate-aux`` with ``aux_annotator.kind: image`` (NeuralAnnot Sec. 3.1, Alg. 1 lines 1-6):
+    the image + 3D-joints network, trained from scratch on the aux3d rows that have 3D joints and
+    no SMPL (their images, 2D keypoints and 3D joints), then run on every row of those sets."""
+
+    loss_mode: ClassVar[str] = "aux"
+
+    loss: AuxLossWeights = AuxLossWeights()
+    """Loss weights, keys below."""
+
+
 class SpinConfig(MixedBatches):
     """``train-spin`` (``method: spin``; SPIN Sec. 3.5 and supp.): the network trains on the target
     images with SMPLify in the loop (:mod:`annotator.fitting.in_the_loop`). Each batch's predictions
@@ -339,10 +360,10 @@ class SpinConfig(MixedBatches):
 #: The training config class under each job key, and the step that reads it.
 TRAINING_SECTIONS: dict[str, type[TrainBase]] = {
     "pretrain": PretrainConfig, "finetune": FinetuneConfig, "spin": SpinConfig, "second_round": SecondRoundConfig,
-    "estimator": EstimatorConfig}
+    "estimator": EstimatorConfig, "aux_image": AuxImageConfig}
 TRAINING_STEPS = {"pretrain": "pretrain", "finetune": "finetune", "spin": "train-spin",
                   "second_round": "train-second-round",
-                  "estimator": "train-estimator"}
+                  "estimator": "train-estimator", "aux_image": "annotate-aux"}
 
 
 class PoseSpaceConfig(Strict):
@@ -366,10 +387,12 @@ class AuxAnnotatorConfig(Strict):
     SMPL (step ``annotate-aux``, outputs ``aux_pseudo_gt/<set>/``); pretrain and finetune's aux rows
     are then supervised with those parameters as well as their true 3D joints."""
 
-    kind: Literal["none", "ik"] = "none"
-    """``ik``: the IK network of *Best of both worlds* (3D joints -> SMPL, trained on poses alone:
-    the synthetic mocap set + the aux3d SMPL poses); ``none``: such rows are supervised by their
-    3D joints only. (NeuralAnnot's image + joints network is not built yet.)"""
+    kind: Literal["none", "ik", "image"] = "none"
+    """``image``: NeuralAnnot's image + 3D-joints network (``method = neuralannot-aux``; training
+    settings under ``aux_image``), trained on those rows and run on them; ``ik``: the IK network of
+    *Best of both worlds* (3D joints -> SMPL, trained on poses alone: the synthetic mocap set + the
+    aux3d SMPL poses); ``none``: such rows are supervised by their 3D joints only. The keys below
+    are the IK network's."""
     steps: int = Field(1500, ge=1)
     """IK training steps (each a batch of freshly posed bodies)."""
     batch_size: int = Field(256, ge=2)
@@ -498,6 +521,8 @@ class JobConfig(Strict):
     ``aux3d`` + the targets' pseudo-GT (full supervision; ``aux3d_fraction`` of each batch from
     aux3d), then tested on the ``eval3d`` sets. An epoch is one pass over the pseudo-GT rows."""
     spin: SpinConfig = SpinConfig(epochs=5, lr=5e-5)
+    aux_image: AuxImageConfig = AuxImageConfig(epochs=20, lr=1e-3)
+    """The image + 3D-joints aux-set annotator's training (``aux_annotator.kind: image``)."""
     second_round: SecondRoundConfig = SecondRoundConfig()
     """NeuralAnnot's second round (off by default; ``second_round: true`` turns it on): a fresh network
     trained on ``aux3d`` + the first round's pseudo-GT, as the estimator is; its re-inferred targets

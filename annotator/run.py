@@ -51,7 +51,9 @@ def step_payloads(cfg: JobConfig) -> dict[str, object]:
         "train-pose-prior": d["pose_prior"],
         "train-lifter": {"lifter": d["lifter"], "manifest": d["manifest"]},
         # None: not run, and not chained (fingerprints of jobs without it are what they were)
-        "annotate-aux": d["aux_annotator"] if cfg.aux_annotator.kind != "none" else None,
+        "annotate-aux": ({**d["aux_annotator"], "network": d["network"], "crop": d["crop"], "train": d["aux_image"]}
+                         if cfg.aux_annotator.kind == "image" else d["aux_annotator"])
+        if cfg.aux_annotator.kind != "none" else None,
         "pretrain": {"network": d["network"], "crop": d["crop"], "train": d["pretrain"]},
         "predict-prior": {},
         "finetune": {"train": d["finetune"]},

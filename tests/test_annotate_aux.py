@@ -1,5 +1,5 @@
-"""Step ``annotate-aux`` (NeuralAnnot Alg. 1 lines 1-6 with the IK network): an aux3d set with 3D
-joints only gets SMPL pseudo-GT, and pretrain is supervised by it."""
+"""Step ``annotate-aux`` (NeuralAnnot Alg. 1 lines 1-6, with the IK network or the image + joints
+network): an aux3d set with 3D joints only gets SMPL pseudo-GT, and pretrain is supervised by it."""
 from __future__ import annotations
 
 import json
@@ -54,7 +54,8 @@ def test_rows_without_smpl_get_the_aux_pseudo_gt_and_rows_with_smpl_keep_theirs(
 
 
 @pytest.mark.slow
-def test_a_job_whose_only_aux3d_set_has_no_smpl_runs_end_to_end(tmp_path, ray_local):
+@pytest.mark.parametrize("kind", ["ik", "image"])
+def test_a_job_whose_only_aux3d_set_has_no_smpl_runs_end_to_end(tmp_path, ray_local, kind):
     from annotator.config import load_job
     from annotator.run import run_job
 
@@ -62,7 +63,8 @@ def test_a_job_whose_only_aux3d_set_has_no_smpl_runs_end_to_end(tmp_path, ray_lo
     job["datasets"] = [dict(job["datasets"][0], synth={"domain": "lab", "num_images": 24, "seed": 3, "smpl": False}),
                        job["datasets"][1]]
     job.update(storage={"root": str(tmp_path / "runs")}, method="prior", pose_prior={"mocap_poses": 200, "epochs": 1},
-               aux_annotator={"kind": "ik", "steps": 30, "batch_size": 64, "mocap_poses": 500},
+               aux_annotator={"kind": kind, "steps": 30, "batch_size": 64, "mocap_poses": 500},
+               aux_image={"epochs": 2, "batch_size": 8, "lr": 1e-3},
                pretrain={**job["pretrain"], "heldout_fraction": 0.3})
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
@@ -72,9 +74,16 @@ def test_a_job_whose_only_aux3d_set_has_no_smpl_runs_end_to_end(tmp_path, ray_lo
     assert not manifest["has_smpl"].any() and manifest["has_3d"].all()
     aux = pq.read_table(sorted((run / "aux_pseudo_gt" / "lab").glob("part-*.parquet"))).to_pandas()
     assert sorted(aux["sample_id"]) == sorted(manifest["sample_id"])  # exactly one row per manifest row
-    assert set(aux["method"]) == {"ik"} and np.isfinite(np.stack(aux["body_pose"])).all()
+    assert set(aux["method"]) == {"ik" if kind == "ik" else "neuralannot-aux"}
+    assert np.isfinite(np.stack(aux["body_pose"])).all()
     assert summary["annotate-aux"]["status"] == "ran" and summary["pretrain"]["status"] == "ran"
     assert summary["annotate-aux"]["outputs"]["datasets"]["lab"]["rows"] == len(manifest)
+    if kind == "image":  # trained on Ray Train, one curve point per epoch scored against the set's hidden SMPL
+        aux_curve = summary["annotate-aux"]["outputs"]["curve"]
+        assert [p["epoch"] for p in aux_curve] == [0, 1]
+        assert all(p["aux3d_hidden"]["rows"] == len(manifest) and np.isfinite(p["aux3d_hidden"]["pa_mpjpe"])
+                   for p in aux_curve)
+        assert (run / "checkpoints" / "annotate-aux" / "model.pt").exists()
     # the learning curve's held-out aux3d monitor scores rows against their own SMPL: none has it here,
     # so there is no such point (not a score against zero parameters)
     curve = summary["pretrain"]["outputs"]["curve"]

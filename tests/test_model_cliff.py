@@ -135,3 +135,44 @@ def test_bf16_autocast_channels_last_returns_float32_rotations():
     _assert_rotations(out["rotmat"])
     # bf16 has ~3 significant digits; the result must still be the same network's answer.
     assert float((out["crop_cam"] - reference["crop_cam"]).abs().max()) < 0.05
+
+
+def test_the_aux_set_annotator_reads_root_relative_3d_joints_and_saves_them_in_its_checkpoint(tmp_path):
+    """NeuralAnnot Sec. 3.1: two FC layers turn the 3D joints into a 512-d feature beside the image's."""
+    from annotator.body.joints import get_convention
+    from annotator.model.cliff import JOINTS_FEATURE_DIM, checkpoint_joints_in, net_inputs
+
+    root = get_convention("coco17").root
+    torch.manual_seed(0)
+    net = CliffNet(NetworkConfig(), CROP, joints_in=17, joints_root=root).eval()
+    assert net.fc1.in_features == 512 + 3 + 144 + 10 + 3 + JOINTS_FEATURE_DIM
+    img, info = _inputs()
+    gen = torch.Generator().manual_seed(2)
+    joints = torch.cat([torch.randn(2, 17, 3, generator=gen) * 0.3, torch.ones(2, 17, 1)], -1)
+    batch = {"img": img, "bbox_info": info, "joints_3d": joints}
+    assert set(net_inputs(batch, net)) == {"img", "bbox_info", "joints_3d"}
+    assert set(net_inputs(batch, _net())) == {"img", "bbox_info"}  # an image-only network is never given them
+    with pytest.raises(ValueError, match="joints_3d"):
+        net(img, info)
+    out = net(**net_inputs(batch, net))
+    # root-relative: moving the whole person changes nothing; moving one joint changes the answer
+    moved = joints.clone()
+    moved[..., :3] += torch.tensor([0.5, -0.2, 3.0])
+    same = net(img, info, joints_3d=moved)
+    torch.testing.assert_close(same["pose_6d"], out["pose_6d"])
+    bent = joints.clone()
+    bent[:, 9, :3] += 0.3  # a wrist
+    assert not torch.allclose(net(img, info, joints_3d=bent)["pose_6d"], out["pose_6d"])
+    absent = joints.clone()
+    absent[:, 9] = torch.tensor([5.0, 5.0, 5.0, 0.0])  # confidence 0: the joint is absent, its numbers unread
+    missing = joints.clone()
+    missing[:, 9] = torch.tensor([-7.0, 1.0, 2.0, 0.0])
+    torch.testing.assert_close(net(img, info, joints_3d=absent)["pose_6d"], net(img, info, joints_3d=missing)["pose_6d"])
+
+    path = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict()}, path)
+    assert checkpoint_joints_in(str(path)) == 17
+    torch.save({"model": _net().state_dict()}, tmp_path / "plain.pt")
+    assert checkpoint_joints_in(str(tmp_path / "plain.pt")) == 0
+    with pytest.raises(WeightsError, match="unexpected keys: joints"):  # never silently dropped
+        load_weights(_net(), str(path))

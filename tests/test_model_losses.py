@@ -304,3 +304,26 @@ def test_camera_scale_term_is_zero_for_plausible_cameras_and_pushes_collapsed_on
     loss = camera_scale_loss(dead)
     loss.backward()
     assert float(loss) > 9 and float(dead.grad[0, 0]) < 0  # gradient descent raises s
+
+
+def test_aux_mode_is_neuralannots_l_ax_l1_joints_and_a_per_parameter_l2(body_model):
+    from annotator.config import AuxLossWeights
+
+    data, truth = _supervised_batch(body_model)
+    aux = {k: v for k, v in data.items() if not k.startswith("smpl_") and k != "has_smpl"}  # a 3D-joints-only set
+    pred = _known_prediction(2, seed=7)
+    decoded = decode(pred, aux, body_model)
+    weights = AuxLossWeights(keypoints_2d=2.0, joints_3d=3.0, pose_l2=0.1, betas_l2=0.01)
+    total, terms = compute_losses(pred, decoded, aux, weights, "aux")
+    assert set(terms) == {"keypoints_2d", "camera_scale", "joints_3d", "pose_l2", "betas_l2", "total"}
+    pr = decoded["keypoints_3d"] - decoded["keypoints_3d"][:, COCO17_HIPS].mean(1, keepdim=True)
+    gt = aux["joints_3d"][..., :3] - aux["joints_3d"][:, COCO17_HIPS, :3].mean(1, keepdim=True)
+    assert float(terms["joints_3d"]) == pytest.approx(float((pr - gt).abs().mean()), rel=1e-5)  # L1, not squared
+    assert float(terms["pose_l2"]) == pytest.approx(float(decoded["body_pose"].square().sum(1).mean()), rel=1e-5)
+    assert float(terms["betas_l2"]) == pytest.approx(float(pred["betas"].square().sum(1).mean()), rel=1e-5)
+    expected = 2.0 * terms["keypoints_2d"] + 3.0 * terms["joints_3d"] + 0.1 * terms["pose_l2"] + 0.01 * terms["betas_l2"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    _, at_truth = compute_losses(truth, decode(truth, aux, body_model), aux, weights, "aux")
+    assert float(at_truth["joints_3d"]) < 1e-5 and float(at_truth["pose_l2"]) > 0  # the regulariser is not a data term
+    with pytest.raises(TypeError, match="AuxLossWeights"):
+        compute_losses(pred, decoded, aux, LossWeights(), "aux")

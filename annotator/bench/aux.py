@@ -12,8 +12,19 @@ the SMPL parameters stay hidden for scoring. Rows:
 * ``baseline-mean-pose``: the mean body pose of the training poses, zero betas and the *true*
   global orientation (the 3D-skill issue's reference).
 
+* ``neuralannot-aux`` (unless ``--no-image``): NeuralAnnot's own aux-set annotator (Sec. 3.1), the
+  image + 3D-joints network, run as a job would run it: a local-Ray job whose only dataset is that
+  ``lab`` set rendered with ``smpl: false`` (the SMPL stays in the truth file) runs ``manifest`` and
+  ``annotate-aux`` with ``aux_annotator.kind: image``; its ``aux_pseudo_gt/lab/`` is scored. The set's
+  3D joints are the batch's ``coco17`` (what the synthetic npz ``S`` holds), so
+* ``ik-coco17`` is the IK network trained and run on those same joints (exact), the like-for-like row.
+
+With the image job, every row is scored on the job's rows (the rendered set's people, its hidden
+truth); without it, on the people the world plans for those images (the same people when the
+render rejects none).
+
 Errors in mm: MPJPE (root-aligned, the convention's hips), PA-MPJPE and PVE (root-aligned
-meshes). NeuralAnnot's image + joints network (``neuralannot-aux``) is not built yet.
+meshes).
 """
 from __future__ import annotations
 
@@ -37,6 +48,15 @@ class AuxSettings:
     steps: int = 1500
     noise_m: float = 0.01
     drop: float = 0.3
+    image: bool = True
+    """Also run the ``neuralannot-aux`` job (and the ``ik-coco17`` row)."""
+    image_epochs: int = 20
+    image_batch: int = 32
+    image_lr: float = 1e-3
+    crop_size: int = 64
+    cpus_per_worker: int = 2
+    work_dir: str | None = None
+    """Where the job's run goes (default: a temporary directory, removed afterwards)."""
 
 
 def lab_people(seed: int, images: int) -> dict[str, torch.Tensor]:
@@ -52,6 +72,42 @@ def lab_people(seed: int, images: int) -> dict[str, torch.Tensor]:
     return {"global_orient": matrix_to_axis_angle(rot),
             "body_pose": torch.from_numpy(np.stack([p.body_pose for p in people]).astype(np.float32)).reshape(len(people), -1)[:, :69],
             "betas": torch.from_numpy(np.stack([p.betas for p in people]).astype(np.float32))}
+
+
+def image_job(s: AuxSettings, log=print) -> dict:
+    """The ``neuralannot-aux`` job (module docstring): its rows' hidden truth, its pseudo-GT in the
+    same order, the seconds of step ``annotate-aux`` and its learning curve."""
+    import shutil
+    import tempfile
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from annotator.config import parse_job
+    from annotator.evaluation.reports import ground_truth, stack_column
+    from annotator.run import run_job
+
+    work = s.work_dir or tempfile.mkdtemp(prefix="annotator-bench-aux-")
+    job = {"name": f"aux-seed-{s.seed}", "storage": {"root": work}, "steps": ["manifest", "annotate-aux"],
+           "datasets": [{"name": "lab", "format": "synth", "role": "aux3d",
+                         "synth": {"domain": "lab", "num_images": s.images, "seed": s.seed, "smpl": False}}],
+           "crop": {"size": s.crop_size}, "aux_annotator": {"kind": "image"},
+           "aux_image": {"epochs": s.image_epochs, "batch_size": s.image_batch, "lr": s.image_lr},
+           "ray": {"cpus_per_worker": s.cpus_per_worker}}
+    try:
+        summary = run_job(parse_job(job, "bench aux").with_absolute_paths())
+        aux = summary["annotate-aux"]["outputs"]
+        pred = pq.read_table(aux["datasets"]["lab"]["out_dir"]).to_pandas().set_index("sample_id")
+        gt = ground_truth("lab", summary["manifest"]["outputs"]["datasets"]["lab"]).loc[pred.index]
+        as_t = lambda df, k, w: torch.as_tensor(np.asarray(stack_column(pd.Series(list(df[k])), w), np.float32))  # noqa: E731
+        widths = (("global_orient", 3), ("body_pose", 69), ("betas", 10))
+        out = {"truth": {k: as_t(gt, k, w) for k, w in widths}, "pred": {k: as_t(pred, k, w) for k, w in widths},
+               "seconds": summary["annotate-aux"]["seconds"], "curve": aux["curve"]}
+        log(f"[bench aux] neuralannot-aux job: {len(pred)} rows in {out['seconds']:.0f}s")
+        return out
+    finally:
+        if s.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _score(body, params: dict[str, torch.Tensor], truth: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -74,7 +130,8 @@ def run(s: AuxSettings, body=None, log=print) -> dict:
     from annotator.fitting.ik import IKTraining, ik_fit, train_ik
 
     body = body or load_body_model(BodyModelConfig())
-    truth = lab_people(s.seed, s.images)
+    job = image_job(s, log) if s.image else None
+    truth = job["truth"] if job else lab_people(s.seed, s.images)
     n = len(truth["betas"])
     poses = torch.from_numpy(mocap_poses(s.train_poses, s.seed + 1))
     with torch.no_grad():
@@ -96,14 +153,28 @@ def run(s: AuxSettings, body=None, log=print) -> dict:
         fit = ik_fit(net, body, CONVENTION, j, present)
         methods[name] = {**_score(body, fit, truth), "fit_joint_err_mm": float(fit["joint_err"].mean()) * MM,
                          "seconds": time.monotonic() - t1 + train_s}
+    extra = {}
+    if job:
+        from annotator.body.joints import TRAIN_CONVENTION
+
+        methods["neuralannot-aux"] = {**_score(body, job["pred"], truth), "seconds": job["seconds"]}
+        t0 = time.monotonic()
+        net_c, _ = train_ik(body, TRAIN_CONVENTION, poses, IKTraining(steps=s.steps, seed=s.seed, noise_m=s.noise_m,
+                                                                      drop=s.drop),
+                            log=lambda step, m: log(f"[bench aux] ik-coco17 step {step}: loss {m['loss']:.4f} "
+                                                    f"({m['seconds']:.0f}s)"))
+        jc = select_keypoints(o.keypoints, body.keypoint_names, TRAIN_CONVENTION)
+        fit = ik_fit(net_c, body, TRAIN_CONVENTION, jc, torch.ones(jc.shape[:2]))
+        methods["ik-coco17"] = {**_score(body, fit, truth), "fit_joint_err_mm": float(fit["joint_err"].mean()) * MM,
+                                "seconds": time.monotonic() - t0}
+        extra["neuralannot_aux_curve"] = job["curve"]
     mean_pose = {"global_orient": truth["global_orient"], "body_pose": poses.mean(0, keepdim=True).expand(n, -1),
                  "betas": torch.zeros(n, body.num_betas)}
     baseline = _score(body, mean_pose, truth)
     for m in methods.values():
         m["skill"] = 1 - m["pa_mpjpe"] / baseline["pa_mpjpe"]
     return {"settings": asdict(s), "people": n, "convention": CONVENTION, "train_seconds": train_s,
-            "methods": methods, "baseline": baseline, "history": history,
-            "not_built": ["neuralannot-aux"]}
+            "methods": methods, "baseline": baseline, "history": history, **extra}
 
 
 def format_table(result: dict) -> str:

@@ -4,7 +4,8 @@
   direct and indirect 3D errors, annotation time (:mod:`annotator.bench.quality`);
 * ``throughput``: the inference pipeline vs the bare model, actor scaling, memory vs
   manifest size, decode and finetune rates (:mod:`annotator.bench.throughput`);
-* ``aux``: SMPL for a 3D-joints-only aux set by the IK network vs its hidden truth (:mod:`annotator.bench.aux`);
+* ``aux``: SMPL for a 3D-joints-only aux set by the IK network and NeuralAnnot's image + joints
+  network vs its hidden truth (:mod:`annotator.bench.aux`);
 * ``smplify``: the fitting baseline alone on synthetic people (:mod:`annotator.bench.smplify`);
 * ``body``: body-model forward time, median ms per batch size (:mod:`annotator.bench.body`);
 * ``synth``: the same measurement as ``annotator synth bench`` (synthetic data generation).
@@ -48,13 +49,18 @@ def add_commands(subparsers) -> None:
     b.add_argument("--repeats", type=int, default=20)
     b.set_defaults(func=_body)
 
-    a = sub.add_parser("aux", help="SMPL for a set with 3D joints only (IK network) vs its hidden truth")
+    a = sub.add_parser("aux", help="SMPL for a set with 3D joints only (IK network, NeuralAnnot's image + joints "
+                                   "network) vs its hidden truth")
     # defaults None: the values of annotator.bench.aux.AuxSettings apply
     a.add_argument("--seed", type=int, default=None, help="picks the synthetic world (default 0)")
     a.add_argument("--images", type=int, default=None, help="lab images (one person each) of the test set (300)")
     a.add_argument("--train-poses", type=int, default=None,
                    help="synthetic mocap poses the IK network trains on (20000)")
     a.add_argument("--steps", type=int, default=None, help="IK training steps (1500)")
+    a.add_argument("--image-epochs", type=int, default=None, help="epochs of the image + joints network (20)")
+    a.add_argument("--no-image", dest="image", action="store_false", default=None,
+                   help="skip the neuralannot-aux job (and its ik-coco17 row)")
+    a.add_argument("--work-dir", default=None, help="keep the neuralannot-aux job's run here (default: a temporary dir)")
     a.add_argument("--out", default=None, help="also write the numbers as JSON here (local or s3://)")
     a.set_defaults(func=_aux)
 
@@ -109,7 +115,8 @@ def _quality(args: argparse.Namespace) -> int:
 def _aux(args: argparse.Namespace) -> int:
     from annotator.bench.aux import AuxSettings, format_table, run
 
-    given = {k: getattr(args, k) for k in ("seed", "images", "train_poses", "steps") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("seed", "images", "train_poses", "steps", "image_epochs", "image", "work_dir")
+             if getattr(args, k) is not None}
     result = run(AuxSettings(**given))
     print(format_table(result))
     if args.out:

@@ -72,7 +72,7 @@ COLUMN_DOCS = {
     "keypoints_2d": ("px", "Projected model keypoints, flattened K x (x, y), full image."),
     "err2d_px": ("px", "Mean confidence-weighted distance to the annotated 2D keypoints (null if none)."),
     "err2d_norm": ("", "err2d_px divided by the square crop box side."),
-    "method": ("", "Method label of the row's annotator (methods.label): e.g. cliff, prior, smplify, lifter, spin, spin-fits (the final fits of method spin), cliff-2nd, ik (aux sets), estimator (indirect error); ablations add a suffix (cliff-no-bbox)."),
+    "method": ("", "Method label of the row's annotator (methods.label): e.g. cliff, prior, smplify, lifter, spin, spin-fits (the final fits of method spin), cliff-2nd, ik and neuralannot-aux (aux sets), estimator (indirect error); ablations add a suffix (cliff-no-bbox)."),
     "checkpoint_id": ("", "Network checkpoint: `<step>:<sha256 prefix>`."),
     "body_model_id": ("", "Body model id (e.g. open-anny-0.6.2-v1 or smpl:SMPL_NEUTRAL.pkl)."),
     "body_model_checksum": ("", "sha256 of the body model file the parameters belong to."),

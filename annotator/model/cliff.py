@@ -9,6 +9,11 @@ Architecture (CLIFF Fig. 2b, built on HMR/SPIN):
   crop-only model (ablation ``cliff-no-bbox``);
 * an iterative error-feedback regressor (HMR) starts from mean parameters and refines them
   ``iterations`` times: ``theta <- theta + MLP([feature, bbox, theta])``;
+* with ``joints_in = K`` (NeuralAnnot Sec. 3.1, the aux-set annotator ``aux_annotator.kind: image``)
+  the row's ground-truth 3D joints (``joints_3d``, the batch's ``TRAIN_CONVENTION``, root-relative
+  with presence flags: :func:`annotator.model.ik.ik_inputs`) go through two fully connected layers
+  to a :data:`JOINTS_FEATURE_DIM`-d feature concatenated with the pooled ResNet feature; the
+  network then regresses SMPL from the image *and* the joints (``joints.*`` keys of its checkpoints);
 * with a 2D-keypoint lifter attached (:meth:`CliffNet.attach_lifter`, job switch
   ``lifter.enabled``) the regressor starts from the lifter's pose of the row's 2D keypoints
   instead of the mean pose (SPIN starts its fits from a lifter the same way); the lifter is
@@ -42,6 +47,7 @@ from torch import nn
 from annotator import storage
 from annotator.config import NetworkConfig
 from annotator.geometry.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+from annotator.model.ik import ik_inputs
 from annotator.model.lifter import Lifter
 
 NUM_JOINTS = 24
@@ -56,6 +62,9 @@ HIDDEN_DIM = 1024
 """Width of the two regressor layers (HMR / SPIN / CLIFF)."""
 DROPOUT = 0.5
 """Dropout after each regressor layer (HMR / SPIN / CLIFF)."""
+JOINTS_FEATURE_DIM = 512
+"""Width of the 3D-joints feature of the aux-set annotator (NeuralAnnot Sec. 3.1: two FC layers to 512-d)."""
+JOINTS_PREFIX = "joints."
 OUTPUT_INIT_GAIN = 0.01
 """Xavier gain of the three output layers (SPIN/CLIFF): the first predictions stay within
 about 1% of the mean parameters, so training starts from a plausible upright person instead
@@ -146,9 +155,14 @@ class CliffNet(nn.Module):
         crop_size: side of the square input crop in px (only recorded; the ResNet pools
             globally, so any size >= 32 works).
         num_betas: number of shape coefficients to regress (the body model's ``num_betas``).
+        joints_in: 0 for the image-only network; ``K`` (the batch convention's joints) for the
+            aux-set annotator that also reads the row's ground-truth 3D joints.
+        joints_root: indices of the joints whose mean is the root the input joints are taken
+            relative to (the convention's ``root``); required with ``joints_in``.
     """
 
-    def __init__(self, net_cfg: NetworkConfig, crop_size: int, num_betas: int = 10):
+    def __init__(self, net_cfg: NetworkConfig, crop_size: int, num_betas: int = 10, joints_in: int = 0,
+                 joints_root: tuple[int, ...] = ()):
         super().__init__()
         if net_cfg.backbone not in _BACKBONES:
             raise ValueError(f"network.backbone: unknown backbone {net_cfg.backbone!r}; expected one of {sorted(_BACKBONES)}")
@@ -163,8 +177,16 @@ class CliffNet(nn.Module):
         self.backbone = make_backbone(weights=None)
         self.backbone.fc = nn.Identity()  # keep conv1..layer4 + global pooling, drop ImageNet head
 
+        self.joints_in, self.joints_root = int(joints_in), list(joints_root)
+        self.joints: nn.Module | None = None
+        if self.joints_in:
+            if not self.joints_root:
+                raise ValueError("CliffNet: joints_in needs joints_root (the convention's root joints)")
+            self.joints = nn.Sequential(nn.Linear(4 * self.joints_in, JOINTS_FEATURE_DIM), nn.ReLU(),
+                                        nn.Linear(JOINTS_FEATURE_DIM, JOINTS_FEATURE_DIM), nn.ReLU())
         state_dim = POSE_DIM + self.num_betas + CAM_DIM
-        in_dim = feat_dim + (BBOX_INFO_DIM if self.use_bbox_info else 0) + state_dim
+        in_dim = feat_dim + (BBOX_INFO_DIM if self.use_bbox_info else 0) + state_dim + \
+            (JOINTS_FEATURE_DIM if self.joints_in else 0)
         # As in HMR/SPIN/CLIFF there is no activation between the two hidden layers (they act
         # as one affine map regularised by dropout; the ResNet carries the capacity). Kept so
         # the reference hyper-parameters apply unchanged.
@@ -199,7 +221,8 @@ class CliffNet(nn.Module):
         return self
 
     def forward(self, img: torch.Tensor, bbox_info: torch.Tensor | None = None, keypoints_2d: torch.Tensor | None = None,
-                focal: torch.Tensor | None = None, principal_point: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                focal: torch.Tensor | None = None, principal_point: torch.Tensor | None = None,
+                joints_3d: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Regress SMPL parameters for a batch of crops.
 
         Args:
@@ -207,6 +230,8 @@ class CliffNet(nn.Module):
             bbox_info: (B, 3) CLIFF Eq. 5 box information; required when ``use_bbox_info``.
             keypoints_2d, focal, principal_point: (B, K, 3) pixel keypoints with confidence,
                 (B,), (B, 2): the lifter's inputs; required when a lifter is attached.
+            joints_3d: (B, K, 4) ground-truth 3D joints (metres) + confidence; read only by a
+                network with ``joints_in`` (required there; a joint of confidence 0 is absent).
 
         Returns:
             ``rotmat`` (B, 24, 3, 3) float32 rotation matrices (root first), ``pose_6d``
@@ -226,6 +251,13 @@ class CliffNet(nn.Module):
             if self.convention == "cliff":
                 bbox_info = cliff_bbox_info(bbox_info.float())
             inputs.append(bbox_info.to(feat.dtype))
+        if self.joints is not None:
+            if joints_3d is None or joints_3d.shape[:2] != (batch, self.joints_in):
+                raise ValueError(f"CliffNet: joints_3d ({batch}, {self.joints_in}, 4) is required by the aux-set annotator, "
+                                 f"got {None if joints_3d is None else tuple(joints_3d.shape)}")
+            present = joints_3d[..., 3] > 0
+            xyz = torch.where(present[..., None], joints_3d[..., :3], torch.zeros_like(joints_3d[..., :3]))
+            inputs.append(self.joints(ik_inputs(xyz.float(), present, self.joints_root)).to(feat.dtype))
 
         # The running estimate stays float32; only the deltas come out of the (maybe bf16) MLP.
         if self.lifter is not None:
@@ -249,9 +281,12 @@ class CliffNet(nn.Module):
         return {"rotmat": rotmat, "pose_6d": pose, "betas": betas, "crop_cam": cam}
 
 
-def net_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The keyword arguments of :meth:`CliffNet.forward` taken from a model batch."""
-    return {k: batch[k] for k in ("img", "bbox_info", "keypoints_2d", "focal", "principal_point") if k in batch}
+def net_inputs(batch: dict[str, torch.Tensor], net: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The keyword arguments of :meth:`CliffNet.forward` taken from a model batch; ``joints_3d``
+    only for a network that reads them (``net``, maybe DDP-wrapped, has ``joints_in``)."""
+    keys = ("img", "bbox_info", "keypoints_2d", "focal", "principal_point") + \
+        (("joints_3d",) if getattr(getattr(net, "module", net), "joints_in", 0) else ())
+    return {k: batch[k] for k in keys if k in batch}
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -271,6 +306,12 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{storage.redact(path)}: expected a state dict of tensors (or one under 'model'/'state_dict')")
     # DistributedDataParallel / torch.compile wrappers prefix every key.
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def checkpoint_joints_in(path: str) -> int:
+    """The ``joints_in`` of the network saved at ``path`` (0: an image-only network)."""
+    weight = _read_state_dict(path).get(JOINTS_PREFIX + "0.weight")
+    return 0 if weight is None else int(weight.shape[1]) // 4
 
 
 def _preview(keys: list[str], limit: int = 8) -> str:

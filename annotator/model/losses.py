@@ -23,11 +23,11 @@ from torch import Tensor
 
 from annotator.body.joints import TRAIN_CONVENTION, get_convention
 from annotator.body.prior import pose_prior_loss
-from annotator.config import FinetuneLossWeights, LossWeights
+from annotator.config import AuxLossWeights, FinetuneLossWeights, LossWeights
 from annotator.geometry.crop import apply_affine
 from annotator.geometry.rotations import axis_angle_to_matrix
 
-MODES = ("pretrain", "finetune")
+MODES = ("pretrain", "finetune", "aux")
 
 KEYPOINT_UNIT_FRACTION = 0.5
 #: Smallest weak-perspective scale ``s`` the camera term lets pass unpenalised (SPIN's mean is 0.9).
@@ -99,8 +99,9 @@ def keypoint_2d_crop_loss(decoded: dict[str, Tensor], batch: dict[str, Tensor]) 
     return keypoint_2d_loss(pred, crop_target, unit)
 
 
-def joints_3d_loss(pred: Tensor, target: Tensor, mask: Tensor, root: list[int]) -> Tensor:
-    """Root-aligned, confidence-weighted squared 3D joint error (CLIFF Eq. 3, SPIN).
+def joints_3d_loss(pred: Tensor, target: Tensor, mask: Tensor, root: list[int], norm: str = "l2") -> Tensor:
+    """Root-aligned, confidence-weighted squared 3D joint error (CLIFF Eq. 3, SPIN); with
+    ``norm="l1"`` the absolute error (NeuralAnnot's L_ax).
 
     Args:
         pred: (B, K, 3) predicted joints (any translation; it is removed by the alignment).
@@ -116,7 +117,8 @@ def joints_3d_loss(pred: Tensor, target: Tensor, mask: Tensor, root: list[int]) 
     gt = torch.where(conf[..., None] > 0, gt, torch.zeros_like(gt))
     pred_rel = pred - pred[:, root].mean(dim=1, keepdim=True)
     gt_rel = gt - gt[:, root].mean(dim=1, keepdim=True)
-    per_row = (conf[..., None] * (pred_rel - gt_rel).square()).mean(dim=(1, 2))
+    diff = pred_rel - gt_rel
+    per_row = (conf[..., None] * (diff.abs() if norm == "l1" else diff.square())).mean(dim=(1, 2))
     return masked_mean(per_row, valid)
 
 
@@ -156,6 +158,11 @@ def pose_prior_latent_loss(vposer, body_pose: Tensor, mask: Tensor) -> Tensor:
     """VPoser latent L2 of the (B, 69) axis-angle body pose (three-recipes paper), averaged
     over ``mask`` rows. ``vposer`` must be in eval mode (frozen prior)."""
     return masked_mean(pose_prior_loss(vposer, body_pose), mask)
+
+
+def pose_l2_loss(body_pose: Tensor, mask: Tensor) -> Tensor:
+    """``||theta||^2`` of the (B, 69) axis-angle body pose (NeuralAnnot's L_ax regulariser), over ``mask`` rows."""
+    return masked_mean(body_pose.square().sum(dim=1), mask)
 
 
 def shape_l2_loss(betas: Tensor, mask: Tensor) -> Tensor:
@@ -223,6 +230,8 @@ def compute_losses(
     * ``joints_3d`` (rows with ``has_3d``), ``smpl_pose`` / ``smpl_betas`` (rows with
       ``has_smpl``): full supervision, in pretraining and for the aux3d rows of a finetune
       batch;
+    * aux only (the aux-set annotator, NeuralAnnot's L_ax): ``joints_3d`` is the L1 error, plus
+      ``pose_l2`` and ``betas_l2`` on every row;
     * finetune only: ``prior_pose`` / ``prior_betas`` (rows with ``has_prior``, weighted
       ``prior_reg * smpl_pose`` / ``prior_reg * smpl_betas``) when ``use_prior_reg`` and
       the batch carries ``has_prior`` (an aux3d-only part of a mixed batch may not);
@@ -233,7 +242,7 @@ def compute_losses(
         pred: CliffNet output; decoded: :func:`annotator.model.outputs.decode` output.
         batch: the batch contract.
         weights: loss weights of the step (``FinetuneLossWeights`` in finetune mode).
-        mode: ``"pretrain"`` or ``"finetune"``.
+        mode: ``"pretrain"``, ``"finetune"`` or ``"aux"``.
         reprojection: ``"full"`` (CLIFF) or ``"crop"`` (HMR ablation).
         vposer: VPoser model for the latent pose prior, or None to skip it.
         use_prior_reg: False gives the ``cliff-no-prior-reg`` ablation.
@@ -248,6 +257,8 @@ def compute_losses(
         raise ValueError(f"compute_losses: mode must be one of {MODES}, got {mode!r}")
     if mode == "finetune" and not isinstance(weights, FinetuneLossWeights):
         raise TypeError("compute_losses: a finetune needs FinetuneLossWeights (prior_reg, pose_prior, shape_l2)")
+    if mode == "aux" and not isinstance(weights, AuxLossWeights):
+        raise TypeError("compute_losses: the aux-set annotator needs AuxLossWeights (pose_l2, betas_l2)")
     _require(batch, ("keypoints_2d", "box_size"), "the 2D keypoint loss")
     if reprojection == "full":
         kp_term = keypoint_2d_full_loss(decoded, batch)
@@ -262,8 +273,15 @@ def compute_losses(
     if "has_3d" in batch:
         _require(batch, ("joints_3d",), "the 3D joint loss (has_3d is set)")
         root = list(get_convention(convention).root)
-        terms["joints_3d"] = joints_3d_loss(decoded["keypoints_3d"], batch["joints_3d"], batch["has_3d"], root)
+        terms["joints_3d"] = joints_3d_loss(decoded["keypoints_3d"], batch["joints_3d"], batch["has_3d"], root,
+                                            norm="l1" if mode == "aux" else "l2")
         scale["joints_3d"] = weights.joints_3d
+
+    if mode == "aux":
+        every = torch.ones(pred["betas"].shape[0], dtype=torch.bool, device=pred["betas"].device)
+        terms["pose_l2"] = pose_l2_loss(decoded["body_pose"], every)
+        terms["betas_l2"] = shape_l2_loss(pred["betas"], every)
+        scale["pose_l2"], scale["betas_l2"] = weights.pose_l2, weights.betas_l2
 
     if "has_smpl" in batch:
         _require(batch, ("smpl_global_orient", "smpl_body_pose", "smpl_betas"), "the SMPL loss (has_smpl is set)")

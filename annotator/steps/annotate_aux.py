@@ -9,6 +9,14 @@ shard ``part-N`` that needed it; rows with neither SMPL nor 3D joints go to
 ``rejects/<set>/annotate-aux-part-N.parquet`` (reason ``no_3d_joints``). Pretrain and the aux rows
 of finetune and train-estimator then use those parameters as SMPL supervision
 (:func:`annotator.steps.infer.attach_aux_pseudo_gt`), beside the rows' true 3D joints.
+
+With ``aux_annotator.kind: image`` (NeuralAnnot's own annotator, ``method = neuralannot-aux``) the
+step trains the image + 3D-joints CliffNet (``joints_in``; :mod:`annotator.model.cliff`) on Ray Train
+with the training steps' loop (:data:`annotator.steps.train.TRAINING_STEPS` ``annotate-aux``,
+settings ``aux_image``, loss L_ax: L1 on the 3D joints + per-parameter L2, plus the 2D keypoints for
+the camera) on those rows, then predicts every row of their sets in the inference steps' Ray Data
+pass: ``aux_pseudo_gt/<set>/part-N`` then has one row per manifest row (rows with SMPL included,
+and ignored by the attach); a row without 3D joints is rejected (``no_3d_joints``).
 """
 from __future__ import annotations
 
@@ -25,6 +33,8 @@ STEP = "annotate-aux"
 REASON = "no_3d_joints"
 METHOD = "ik"
 """``method`` column of the IK network's aux pseudo-GT."""
+IMAGE_METHOD = "neuralannot-aux"
+"""``method`` column of the image + 3D-joints network's aux pseudo-GT (``aux_annotator.kind: image``)."""
 
 
 def _needs(cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -130,12 +140,41 @@ def _annotate_task(job_json: str, datasets: dict[str, list[str]], body_model_pat
     return {"datasets": result, "conventions": conventions, "poses": int(len(poses)), "log": lines}
 
 
+def run_image_annotator(ctx: StepContext, datasets: dict[str, list[str]]) -> dict:
+    """``aux_annotator.kind: image``: the image + 3D-joints network trained on Ray Train (the training
+    steps' loop, settings ``aux_image``) on the rows to annotate, then run on every row of their sets
+    (the inference steps' Ray Data pass) into ``aux_pseudo_gt/<set>/``."""
+    from annotator.steps.infer import infer_datasets
+    from annotator.steps.train import run_training
+
+    need = {n: ss for n, ss in datasets.items() if _rows_without_smpl(ss)}
+    if not need:
+        log.info("[%s] every aux3d row has SMPL: nothing to annotate", STEP)
+        return {"datasets": {}, "dirs": {}}
+    trained = run_training(ctx, STEP)
+    out = infer_datasets(ctx, STEP, need, trained["weights"], ctx.layout.aux_pseudo_gt, IMAGE_METHOD)
+    for name, r in out["datasets"].items():
+        log.info("[%s] %s: %d rows annotated by the image + joints network, %d rejected", STEP, name, r["rows"],
+                 r["rejects"])
+    return {**out, "weights": trained["weights"], "curve": trained["curve"], "metrics": trained["metrics"],
+            "dirs": {n: ctx.layout.aux_pseudo_gt(n) for n in need}}
+
+
+def _rows_without_smpl(shards: list[str]) -> int:
+    from annotator.data.manifest import read_parquet_file
+
+    return sum(int((~np.asarray(read_parquet_file(s, ["has_smpl"]).column(0).to_numpy(zero_copy_only=False), bool)).sum())
+               for s in shards)
+
+
 def run_annotate_aux(ctx: StepContext) -> dict:
     import ray
 
     cfg = ctx.cfg
     manifest = ctx.result("manifest")
     datasets = {d.name: manifest["datasets"][d.name]["shards"] for d in ctx.datasets("aux3d")}
+    if cfg.aux_annotator.kind == "image":
+        return run_image_annotator(ctx, datasets)
     out_dirs = {n: ctx.layout.aux_pseudo_gt(n) for n in datasets}
     for d in out_dirs.values():
         ctx.fresh_output_dir(STEP, d)

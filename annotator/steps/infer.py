@@ -174,6 +174,10 @@ class Predictor:
         ok = np.asarray(batch["ok"], dtype=bool)
         out = output_columns(batch, self.label, self.checkpoint_id, self.body)
         out["ok"], out["error"], out["reason"] = ok, np.asarray(batch["error"], dtype=object), np.asarray(batch["reason"], dtype=object)
+        if self.net is not None and self.net.joints_in:  # the aux-set annotator reads the row's 3D joints
+            lacking = ok & ~np.asarray(batch["has_3d"], dtype=bool)
+            ok = out["ok"] = ok & ~lacking
+            out["reason"][lacking], out["error"][lacking] = "no_3d_joints", "the row has no 3D joints for the image + joints network"
         if ok.any():
             sub = {k: v[ok] for k, v in batch.items()}
             mb = to_model_batch(sub, self.device)
@@ -187,7 +191,7 @@ class Predictor:
                 dec = with_projection(lift(self.lifter, self.body, mb), mb, self.body)
             else:
                 with torch.inference_mode(), autocast(self.cfg, self.device):
-                    pred = self.net(**net_inputs(mb))
+                    pred = self.net(**net_inputs(mb, self.net))
                 with torch.inference_mode():
                     dec = decode({k: v.float() for k, v in pred.items()}, mb, self.body, convention=TRAIN_CONVENTION)
                 dec["crop_cam"] = pred["crop_cam"]

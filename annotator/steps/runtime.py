@@ -61,11 +61,18 @@ def load_run_body_model(layout: RunLayout, device: str | torch.device = "cpu"):
     return body
 
 
-def load_network(cfg: JobConfig, weights_path: str | None, device: torch.device):
-    """A CliffNet with weights from a checkpoint file written by a training step."""
+def load_network(cfg: JobConfig, weights_path: str | None, device: torch.device, joints_in: int | None = None):
+    """A CliffNet with weights from a checkpoint file written by a training step. ``joints_in``:
+    the aux-set annotator's 3D-joints input (``TRAIN_CONVENTION`` joints); None: whatever the
+    checkpoint has (0 without one)."""
+    from annotator.body.joints import TRAIN_CONVENTION, get_convention
     from annotator.model import CliffNet, load_weights
+    from annotator.model.cliff import checkpoint_joints_in
 
-    net = CliffNet(cfg.network, cfg.crop.size, num_betas=cfg.body_model.num_betas)
+    if joints_in is None:
+        joints_in = checkpoint_joints_in(weights_path) if weights_path else 0
+    net = CliffNet(cfg.network, cfg.crop.size, num_betas=cfg.body_model.num_betas, joints_in=joints_in,
+                   joints_root=get_convention(TRAIN_CONVENTION).root)
     if weights_path:
         load_weights(net, weights_path)
     net = net.to(device)

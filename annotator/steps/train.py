@@ -66,7 +66,7 @@ def train_loop(loop_cfg: dict) -> None:
     device = ray.train.torch.get_device()
 
     body = load_body_model(run_body_model_config(cfg, loop_cfg["body_model_path"]), device=device)
-    net = load_network(cfg, loop_cfg.get("init_weights"), device)
+    net = load_network(cfg, loop_cfg.get("init_weights"), device, joints_in=loop_cfg.get("joints_in"))
     if loop_cfg.get("lifter_path") and net.lifter is None:
         from annotator.steps.prepare import load_lifter
 
@@ -227,6 +227,8 @@ def _load_columns(spec: dict, cfg) -> dict[str, np.ndarray]:
                                                              spec.get("only_heldout", False))
         if spec.get("truth") == "manifest":  # a monitor scored against the rows' own SMPL: only rows with it
             keep &= np.asarray(cols["has_smpl"], bool)
+        if spec.get("without_smpl"):  # the aux-set annotator's rows: 3D joints, no SMPL
+            keep &= ~np.asarray(cols["has_smpl"], bool) & np.asarray(cols["has_3d"], bool)
         cols = {k: v[keep] for k, v in cols.items()}
         if spec.get("attach") and len(cols["sample_id"]):
             from annotator.steps import infer
@@ -308,6 +310,9 @@ class TrainingStep:
     uses_lifter: bool = False
     """A fresh annotator network that starts from the 2D-keypoint lifter's pose with ``lifter.enabled``
     (finetune inherits it from pretrain's weights; the estimator, an image-only model, never uses it)."""
+    reads_joints: bool = False
+    """The aux-set annotator (NeuralAnnot Sec. 3.1): its main rows are the aux3d rows with 3D joints and
+    no SMPL, and its network reads their 3D joints beside the image."""
 
 
 TRAINING_STEPS: dict[str, TrainingStep] = {
@@ -317,6 +322,7 @@ TRAINING_STEPS: dict[str, TrainingStep] = {
     "train-second-round": TrainingStep("second_round", "target", attach="attach_pseudo_gt", attach_from="first_round",
                                        uses_lifter=True),
     "train-estimator": TrainingStep("estimator", "target", attach="attach_pseudo_gt"),
+    "annotate-aux": TrainingStep("aux_image", "aux3d", reads_joints=True),
 }
 
 
@@ -384,6 +390,13 @@ def _role_specs(ctx: StepContext, step: str) -> dict:
         return {"manifest": [s for n in names for s in manifest["datasets"][n]["shards"]],
                 "cache": [c for n in names for c in cache[n]], **extra}
 
+    if kind.reads_joints:  # the aux-set annotator: the rows it annotates, scored against hidden truth where the set has it
+        roles: dict = {"main": spec(aux_names, without_smpl=True)}
+        hidden = [n for n in aux_names if manifest["datasets"][n].get("ground_truth")]
+        roles["monitor"] = {"aux3d_hidden": spec(hidden, without_smpl=True, max_rows=tcfg.monitor_rows,
+                                                 truth={n: manifest["datasets"][n] for n in hidden})} \
+            if hidden and tcfg.monitor_rows > 0 else {}
+        return roles
     held = tcfg.heldout_fraction  # aux3d rows kept out of training, for the learning curve
     # aux3d rows without SMPL: their annotate-aux pseudo-GT (none written: a no-op)
     aux_attach = {"attach": "attach_aux_pseudo_gt", "dirs": {n: ctx.layout.aux_pseudo_gt(n) for n in aux_names}} \
@@ -438,6 +451,10 @@ def run_training(ctx: StepContext, step: str) -> dict:
                 "roles": _role_specs(ctx, step)}
     init_from = TRAINING_STEPS[step].init_from
     loop_cfg["init_weights"] = ctx.result(init_from)["weights"] if init_from else None
+    if TRAINING_STEPS[step].reads_joints:
+        from annotator.body.joints import TRAIN_CONVENTION, get_convention
+
+        loop_cfg["joints_in"] = get_convention(TRAIN_CONVENTION).num_joints
     if TRAINING_STEPS[step].uses_lifter and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
         loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
     in_the_loop = TRAINING_STEPS[step].fits_in_the_loop

@@ -159,7 +159,7 @@ class Trainer:
         # target rows with target-only statistics in training and with the mixed running
         # statistics afterwards (a correctness fix: on the bench its effect was inside noise,
         # README "finetune").
-        inputs = [net_inputs(b) for b in batches]
+        inputs = [net_inputs(b, self.net) for b in batches]
         if any(set(i) != set(inputs[0]) for i in inputs):
             raise KeyError(f"Trainer.step: the parts of a mixed batch carry different network inputs "
                            f"{[sorted(i) for i in inputs]}")
@@ -295,7 +295,7 @@ def initial_fits(trainer: Trainer, rows: TrainRows, cfg, lifter=None, vposer=Non
     for s in range(0, len(rows), batch):
         b = trainer.crops(rows.take(torch.arange(s, min(len(rows), s + batch)), trainer.device), train=False)
         with trainer.autocast():
-            pred = net(**net_inputs(b))
+            pred = net(**net_inputs(b, net))
         dec = decode({k: v.float() for k, v in pred.items()}, b, trainer.body, convention=TRAIN_CONVENTION)
         init = smplify_init(cfg, dec, b, trainer.body, lifter)
         parts.append(smplify(trainer.body, b["keypoints_2d"].float(), TRAIN_CONVENTION, b["focal"].float(),
@@ -363,7 +363,7 @@ def monitor_3d(trainer: Trainer, rows: TrainRows, truth: dict[str, torch.Tensor]
         idx = torch.arange(s, min(len(rows), s + batch))
         b = trainer.crops(rows.take(idx, trainer.device), train=False)
         with trainer.autocast():
-            pred = net(**net_inputs(b))
+            pred = net(**net_inputs(b, net))
         dec = decode(pred, b, body, convention=TRAIN_CONVENTION)
         gt = {k: v[idx].to(trainer.device) for k, v in truth.items()}
         go = body(global_orient=gt["global_orient"], body_pose=gt["body_pose"], betas=gt["betas"])
