@@ -689,20 +689,23 @@ def reference_markdown() -> str:
 
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
+    def walk(model: type[BaseModel], prefix: str, instance: BaseModel | None = None) -> None:
+        # ``instance``: the parent's default value, whose fields may differ from the class defaults
+        # (``pretrain: PretrainConfig = PretrainConfig(epochs=5, ...)``): the job's defaults are its
         for name, field in model.model_fields.items():
             ann = field.annotation
             sub = next((a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
             key = f"{prefix}{name}"
+            value = getattr(instance, name) if instance is not None else field.default
             if sub is not None and name != "datasets":
-                walk(sub, key + ".")
+                walk(sub, key + ".", value if isinstance(value, BaseModel) else None)
                 continue
             if name == "datasets":
                 lines.append("| `datasets` | list | required | one entry per dataset, keys below as `datasets[].*` |")
                 walk(DatasetConfig, "datasets[].")
                 continue
-            default = "required" if field.is_required() else (
-                "(see text)" if field.default_factory is not None else repr(field.default))
+            default = "required" if field.is_required() and instance is None else (
+                "(see text)" if field.default_factory is not None else repr(value))
             tname = str(ann).replace("typing.", "").replace("<class '", "").replace("'>", "")
             tname = tname.replace("annotator.config.", "")
             doc = (field.description or "").replace("\n", " ").replace("|", "\\|")

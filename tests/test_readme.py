@@ -15,6 +15,18 @@ def test_config_reference_matches_code():
     assert section == reference_markdown(), "regenerate with: python -m annotator.config"
 
 
+def test_config_reference_gives_the_jobs_defaults_not_the_classes():
+    """``pretrain: PretrainConfig = PretrainConfig(epochs=5, lr=1e-4)``: a job without the key trains 5 epochs."""
+    from annotator.config import JobConfig
+
+    job = JobConfig(name="x", datasets=[])
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip(" `") for line in reference_markdown().splitlines()[2:]}
+    for key in ("pretrain.epochs", "finetune.lr", "spin.epochs", "aux_image.epochs", "aux_image.lr"):
+        section, field = key.split(".")
+        assert rows[key] == repr(getattr(getattr(job, section), field)), key
+    assert rows["pretrain.epochs"] == "5" and rows["body_model.cache_dir"] == "(see text)"
+
+
 def test_two_setup_commands_and_ci_calls_the_test_command():
     block = README.split("## Set-up on a fresh machine", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
