@@ -325,6 +325,10 @@ class AuxImageConfig(TrainBase):
 
     loss_mode: ClassVar[str] = "aux"
 
+    init: Literal["ik", "mean"] = "ik"
+    """Where the regressor starts: ``ik``, the IK network's answer for the row's joints (trained first,
+    with the ``aux_annotator`` IK keys; frozen inside the network, as the lifter is for the target
+    annotator); ``mean``: the mean parameters (the paper's network as it stands)."""
     loss: AuxLossWeights = AuxLossWeights()
     """Loss weights, keys below."""
 

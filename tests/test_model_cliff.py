@@ -176,3 +176,33 @@ def test_the_aux_set_annotator_reads_root_relative_3d_joints_and_saves_them_in_i
     assert checkpoint_joints_in(str(tmp_path / "plain.pt")) == 0
     with pytest.raises(WeightsError, match="unexpected keys: joints"):  # never silently dropped
         load_weights(_net(), str(path))
+
+
+def test_an_attached_ik_network_is_the_aux_annotators_frozen_starting_point_and_travels_in_its_checkpoint(tmp_path):
+    from annotator.body.joints import get_convention
+    from annotator.model.ik import IKNet
+
+    root = get_convention("coco17").root
+    torch.manual_seed(0)
+    ik = IKNet(17, list(root))
+    with pytest.raises(ValueError, match="joints_in"):
+        _net().attach_ik(ik)
+    net = CliffNet(NetworkConfig(), CROP, joints_in=17, joints_root=root)
+    net.attach_ik(ik)
+    net.train()
+    assert not ik.training and not any(p.requires_grad for p in ik.parameters())
+    img, info = _inputs()
+    joints = torch.cat([torch.randn(2, 17, 3, generator=torch.Generator().manual_seed(3)) * 0.3, torch.ones(2, 17, 1)], -1)
+    net.eval()
+    out = net(img, info, joints_3d=joints)
+    start = ik(joints[..., :3], torch.ones(2, 17))
+    # the regressor's few IEF steps (output layers at 1% gain) stay next to the IK answer
+    assert (out["rotmat"] - start["rotmat"]).abs().max() < 0.1
+    mean_start = CliffNet(NetworkConfig(), CROP, joints_in=17, joints_root=root).eval()
+    mean_start.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("ik.")})
+    assert (mean_start(img, info, joints_3d=joints)["rotmat"] - start["rotmat"]).abs().max() > 0.3
+    path = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict()}, path)
+    again = CliffNet(NetworkConfig(), CROP, joints_in=17, joints_root=root).eval()
+    assert load_weights(again, str(path)) == "full" and again.ik is not None
+    torch.testing.assert_close(again(img, info, joints_3d=joints)["rotmat"], out["rotmat"])

@@ -17,7 +17,10 @@ the SMPL parameters stay hidden for scoring. Rows:
   ``lab`` set rendered with ``smpl: false`` (the SMPL stays in the truth file) runs ``manifest`` and
   ``annotate-aux`` with ``aux_annotator.kind: image``; its ``aux_pseudo_gt/lab/`` is scored. The set's
   3D joints are the batch's ``coco17`` (what the synthetic npz ``S`` holds), so
-* ``ik-coco17`` is the IK network trained and run on those same joints (exact), the like-for-like row.
+* ``ik-coco17`` is the IK network of those joints (exact), the like-for-like row. With
+  ``aux_image.init: ik`` (the default) it is the very network the image annotator starts from (the
+  job's ``checkpoints/annotate-aux/ik-coco17.pt``, trained on the same mocap poses as ``ik``): the
+  margin between the two rows is what the image and the training on the set add.
 
 With the image job, every row is scored on the job's rows (the rendered set's people, its hidden
 truth); without it, on the people the world plans for those images (the same people when the
@@ -53,6 +56,8 @@ class AuxSettings:
     image_epochs: int = 20
     image_batch: int = 32
     image_lr: float = 1e-3
+    image_init: str = "ik"
+    """``aux_image.init`` of the job: ``ik`` or ``mean``."""
     crop_size: int = 64
     cpus_per_worker: int = 2
     work_dir: str | None = None
@@ -91,8 +96,11 @@ def image_job(s: AuxSettings, log=print) -> dict:
     job = {"name": f"aux-seed-{s.seed}", "storage": {"root": work}, "steps": ["manifest", "annotate-aux"],
            "datasets": [{"name": "lab", "format": "synth", "role": "aux3d",
                          "synth": {"domain": "lab", "num_images": s.images, "seed": s.seed, "smpl": False}}],
-           "crop": {"size": s.crop_size}, "aux_annotator": {"kind": "image"},
-           "aux_image": {"epochs": s.image_epochs, "batch_size": s.image_batch, "lr": s.image_lr},
+           "crop": {"size": s.crop_size},
+           # the IK start: the bench's IK settings and mocap poses (seed S + 1, never the test people)
+           "aux_annotator": {"kind": "image", "steps": s.steps, "mocap_poses": s.train_poses, "seed": s.seed + 1},
+           "aux_image": {"epochs": s.image_epochs, "batch_size": s.image_batch, "lr": s.image_lr,
+                         "init": s.image_init},
            "ray": {"cpus_per_worker": s.cpus_per_worker}}
     try:
         summary = run_job(parse_job(job, "bench aux").with_absolute_paths())
@@ -102,7 +110,11 @@ def image_job(s: AuxSettings, log=print) -> dict:
         as_t = lambda df, k, w: torch.as_tensor(np.asarray(stack_column(pd.Series(list(df[k])), w), np.float32))  # noqa: E731
         widths = (("global_orient", 3), ("body_pose", 69), ("betas", 10))
         out = {"truth": {k: as_t(gt, k, w) for k, w in widths}, "pred": {k: as_t(pred, k, w) for k, w in widths},
-               "seconds": summary["annotate-aux"]["seconds"], "curve": aux["curve"]}
+               "seconds": summary["annotate-aux"]["seconds"], "curve": aux["curve"], "ik": None}
+        if aux.get("ik"):
+            from annotator.fitting.cli import load_ik
+
+            out["ik"] = load_ik(aux["ik"]["path"])[0]
         log(f"[bench aux] neuralannot-aux job: {len(pred)} rows in {out['seconds']:.0f}s")
         return out
     finally:
@@ -159,10 +171,9 @@ def run(s: AuxSettings, body=None, log=print) -> dict:
 
         methods["neuralannot-aux"] = {**_score(body, job["pred"], truth), "seconds": job["seconds"]}
         t0 = time.monotonic()
-        net_c, _ = train_ik(body, TRAIN_CONVENTION, poses, IKTraining(steps=s.steps, seed=s.seed, noise_m=s.noise_m,
-                                                                      drop=s.drop),
-                            log=lambda step, m: log(f"[bench aux] ik-coco17 step {step}: loss {m['loss']:.4f} "
-                                                    f"({m['seconds']:.0f}s)"))
+        net_c = job["ik"] or train_ik(
+            body, TRAIN_CONVENTION, poses, IKTraining(steps=s.steps, seed=s.seed, noise_m=s.noise_m, drop=s.drop),
+            log=lambda step, m: log(f"[bench aux] ik-coco17 step {step}: loss {m['loss']:.4f} ({m['seconds']:.0f}s)"))[0]
         jc = select_keypoints(o.keypoints, body.keypoint_names, TRAIN_CONVENTION)
         fit = ik_fit(net_c, body, TRAIN_CONVENTION, jc, torch.ones(jc.shape[:2]))
         methods["ik-coco17"] = {**_score(body, fit, truth), "fit_joint_err_mm": float(fit["joint_err"].mean()) * MM,

@@ -58,6 +58,8 @@ def add_commands(subparsers) -> None:
                    help="synthetic mocap poses the IK network trains on (20000)")
     a.add_argument("--steps", type=int, default=None, help="IK training steps (1500)")
     a.add_argument("--image-epochs", type=int, default=None, help="epochs of the image + joints network (20)")
+    a.add_argument("--image-init", default=None, choices=["ik", "mean"],
+                   help="where the image + joints network's regressor starts (aux_image.init, default ik)")
     a.add_argument("--no-image", dest="image", action="store_false", default=None,
                    help="skip the neuralannot-aux job (and its ik-coco17 row)")
     a.add_argument("--work-dir", default=None, help="keep the neuralannot-aux job's run here (default: a temporary dir)")
@@ -115,7 +117,8 @@ def _quality(args: argparse.Namespace) -> int:
 def _aux(args: argparse.Namespace) -> int:
     from annotator.bench.aux import AuxSettings, format_table, run
 
-    given = {k: getattr(args, k) for k in ("seed", "images", "train_poses", "steps", "image_epochs", "image", "work_dir")
+    given = {k: getattr(args, k) for k in ("seed", "images", "train_poses", "steps", "image_epochs", "image_init", "image",
+                                            "work_dir")
              if getattr(args, k) is not None}
     result = run(AuxSettings(**given))
     print(format_table(result))

@@ -14,6 +14,8 @@ Architecture (CLIFF Fig. 2b, built on HMR/SPIN):
   with presence flags: :func:`annotator.model.ik.ik_inputs`) go through two fully connected layers
   to a :data:`JOINTS_FEATURE_DIM`-d feature concatenated with the pooled ResNet feature; the
   network then regresses SMPL from the image *and* the joints (``joints.*`` keys of its checkpoints);
+  with an IK network attached (:meth:`CliffNet.attach_ik`, ``aux_image.init: ik``) the regressor starts
+  from the IK network's answer for those joints instead of the mean (frozen, ``ik.*`` keys);
 * with a 2D-keypoint lifter attached (:meth:`CliffNet.attach_lifter`, job switch
   ``lifter.enabled``) the regressor starts from the lifter's pose of the row's 2D keypoints
   instead of the mean pose (SPIN starts its fits from a lifter the same way); the lifter is
@@ -47,7 +49,7 @@ from torch import nn
 from annotator import storage
 from annotator.config import NetworkConfig
 from annotator.geometry.rotations import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
-from annotator.model.ik import ik_inputs
+from annotator.model.ik import IKNet, ik_inputs
 from annotator.model.lifter import Lifter
 
 NUM_JOINTS = 24
@@ -121,6 +123,9 @@ def from_cliff_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 LIFTER_PREFIX = "lifter."
+IK_PREFIX = "ik."
+FROZEN_PREFIXES = (LIFTER_PREFIX, IK_PREFIX)
+"""Keys of the frozen starting-point networks a checkpoint may carry."""
 
 
 class WeightsError(ValueError):
@@ -205,6 +210,7 @@ class CliffNet(nn.Module):
             self.register_buffer(f"mean_{name}", value)
 
         self.lifter: Lifter | None = None
+        self.ik: IKNet | None = None
         if net_cfg.weights:
             load_weights(self, net_cfg.weights)
 
@@ -214,10 +220,21 @@ class CliffNet(nn.Module):
             p.requires_grad_(False)
         self.lifter = lifter.eval()
 
+    def attach_ik(self, ik: IKNet) -> None:
+        """Start the regressor from ``ik``'s rotations and shape of the row's 3D joints (frozen,
+        always in eval mode); needs ``joints_in`` joints of the IK network's convention."""
+        if not self.joints_in or ik.num_joints != self.joints_in:
+            raise ValueError(f"CliffNet.attach_ik: an IK network of {ik.num_joints} joints needs joints_in = "
+                             f"{ik.num_joints}, the network has {self.joints_in}")
+        for p in ik.parameters():
+            p.requires_grad_(False)
+        self.ik = ik.eval()
+
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.lifter is not None:
-            self.lifter.eval()
+        for frozen in (self.lifter, self.ik):
+            if frozen is not None:
+                frozen.eval()
         return self
 
     def forward(self, img: torch.Tensor, bbox_info: torch.Tensor | None = None, keypoints_2d: torch.Tensor | None = None,
@@ -256,8 +273,8 @@ class CliffNet(nn.Module):
                 raise ValueError(f"CliffNet: joints_3d ({batch}, {self.joints_in}, 4) is required by the aux-set annotator, "
                                  f"got {None if joints_3d is None else tuple(joints_3d.shape)}")
             present = joints_3d[..., 3] > 0
-            xyz = torch.where(present[..., None], joints_3d[..., :3], torch.zeros_like(joints_3d[..., :3]))
-            inputs.append(self.joints(ik_inputs(xyz.float(), present, self.joints_root)).to(feat.dtype))
+            xyz = torch.where(present[..., None], joints_3d[..., :3], torch.zeros_like(joints_3d[..., :3])).float()
+            inputs.append(self.joints(ik_inputs(xyz, present, self.joints_root)).to(feat.dtype))
 
         # The running estimate stays float32; only the deltas come out of the (maybe bf16) MLP.
         if self.lifter is not None:
@@ -268,6 +285,11 @@ class CliffNet(nn.Module):
         else:
             pose = self.mean_pose_6d.expand(batch, -1)
         betas = self.mean_betas.expand(batch, -1)
+        if self.ik is not None:
+            with torch.no_grad():
+                start = self.ik(xyz, present.float())
+            pose = matrix_to_rot6d(start["rotmat"]).reshape(batch, POSE_DIM).float()
+            betas = start["betas"].float()
         cam = self.mean_crop_cam.expand(batch, -1)
         for _ in range(self.iterations):
             state = torch.cat([pose, betas, cam], dim=1).to(feat.dtype)
@@ -343,13 +365,17 @@ def load_weights(net: CliffNet, path: str) -> str:
         kind, target = "full", net
         if net.lifter is None and any(k.startswith(LIFTER_PREFIX) for k in state):
             net.attach_lifter(Lifter(Lifter.keypoints_in(state, LIFTER_PREFIX)))
+        if net.ik is None and net.joints_in and any(k.startswith(IK_PREFIX) for k in state):
+            net.attach_ik(IKNet(*IKNet.shape_of({k[len(IK_PREFIX):]: v for k, v in state.items()
+                                                 if k.startswith(IK_PREFIX)})))
     else:
         kind, target = "backbone", net.backbone
         state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
     expected = target.state_dict()
-    if kind == "full" and not any(k.startswith(LIFTER_PREFIX) for k in state):
-        # weights of a network without a lifter (the user's, CLIFF's): the attached lifter stays
-        expected = {k: v for k, v in expected.items() if not k.startswith(LIFTER_PREFIX)}
+    for prefix in FROZEN_PREFIXES:
+        if kind == "full" and not any(k.startswith(prefix) for k in state):
+            # weights of a network without a lifter / IK start (the user's, CLIFF's): the attached one stays
+            expected = {k: v for k, v in expected.items() if not k.startswith(prefix)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(

@@ -94,28 +94,19 @@ def annotate_shard(cols: dict[str, np.ndarray], fits: dict[str, tuple], body, cr
     return out
 
 
-def _annotate_task(job_json: str, datasets: dict[str, list[str]], body_model_path: str, out_dirs: dict[str, str],
-                   rejects_dirs: dict[str, str], checkpoint_dir: str) -> dict:
+def train_ik_nets(cfg, datasets: dict[str, list[str]], body, conventions: list[str], checkpoint_dir: str):
+    """One IK network per joint convention, trained on the synthetic mocap poses + the aux3d SMPL
+    poses (``aux_annotator`` settings) and saved as ``<checkpoint_dir>/ik-<convention>.pt``:
+    ``({convention: (net, path)}, poses, log lines)``."""
     import torch
 
-    from annotator.body import load_body_model
-    from annotator.data.manifest import read_parquet_file
     from annotator.fitting.ik import IKTraining, train_ik
-    from annotator.steps.infer import _commit_shard
     from annotator.steps.prepare import _collect_body_poses, _sample_mocap
-    from annotator.steps.runtime import dense_list_columns, run_body_model_config, save_torch, worker_config
+    from annotator.steps.runtime import save_torch
 
-    cfg = worker_config(job_json)
     ac = cfg.aux_annotator
-    torch.set_num_threads(ac.num_cpus)
-    shards = {(name, s): dense_list_columns(read_parquet_file(s)) for name, ss in datasets.items() for s in ss}
-    cols = {key: {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names} for key, t in shards.items()}
-    conventions = sorted({str(c) for v in cols.values() for c, need, has in
-                          zip(v["joints_3d_convention"], _needs(v), np.asarray(v["has_3d"], bool)) if need and has})
-    body = load_body_model(run_body_model_config(cfg, body_model_path))
-    poses = np.concatenate([_collect_body_poses([s for ss in datasets.values() for s in ss]),
-                            _sample_mocap(ac.mocap_poses, ac.seed)]) if ac.mocap_poses else \
-        _collect_body_poses([s for ss in datasets.values() for s in ss])
+    own = _collect_body_poses([s for ss in datasets.values() for s in ss])
+    poses = np.concatenate([own, _sample_mocap(ac.mocap_poses, ac.seed)]) if ac.mocap_poses else own
     fits, lines = {}, []
     for conv in conventions:
         if len(poses) == 0:
@@ -127,6 +118,42 @@ def _annotate_task(job_json: str, datasets: dict[str, list[str]], body_model_pat
         path = storage.join(checkpoint_dir, f"ik-{conv}.pt")
         save_torch({"model": net.state_dict(), "convention": conv, "poses": int(len(poses)), "history": history}, path)
         fits[conv] = (net, path)
+    return fits, poses, lines
+
+
+def _train_ik_task(job_json: str, datasets: dict[str, list[str]], body_model_path: str, convention: str,
+                   checkpoint_dir: str) -> dict:
+    """The image network's starting point (``aux_image.init: ik``): one IK network for ``convention``."""
+    import torch
+
+    from annotator.body import load_body_model
+    from annotator.steps.runtime import run_body_model_config, worker_config
+
+    cfg = worker_config(job_json)
+    torch.set_num_threads(cfg.aux_annotator.num_cpus)
+    body = load_body_model(run_body_model_config(cfg, body_model_path))
+    fits, poses, lines = train_ik_nets(cfg, datasets, body, [convention], checkpoint_dir)
+    return {"path": fits[convention][1], "poses": int(len(poses)), "log": lines}
+
+
+def _annotate_task(job_json: str, datasets: dict[str, list[str]], body_model_path: str, out_dirs: dict[str, str],
+                   rejects_dirs: dict[str, str], checkpoint_dir: str) -> dict:
+    import torch
+
+    from annotator.body import load_body_model
+    from annotator.data.manifest import read_parquet_file
+    from annotator.steps.infer import _commit_shard
+    from annotator.steps.runtime import dense_list_columns, run_body_model_config, worker_config
+
+    cfg = worker_config(job_json)
+    ac = cfg.aux_annotator
+    torch.set_num_threads(ac.num_cpus)
+    shards = {(name, s): dense_list_columns(read_parquet_file(s)) for name, ss in datasets.items() for s in ss}
+    cols = {key: {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names} for key, t in shards.items()}
+    conventions = sorted({str(c) for v in cols.values() for c, need, has in
+                          zip(v["joints_3d_convention"], _needs(v), np.asarray(v["has_3d"], bool)) if need and has})
+    body = load_body_model(run_body_model_config(cfg, body_model_path))
+    fits, poses, lines = train_ik_nets(cfg, datasets, body, conventions, checkpoint_dir)
     checkpoint_id = ",".join(f"{c}:{storage.redact(p)}" for c, (_, p) in fits.items()) or "none"
     result: dict[str, dict] = {name: {"rows": 0, "rejects": 0, "shards": []} for name in datasets}
     for (name, shard), c in cols.items():
@@ -151,13 +178,24 @@ def run_image_annotator(ctx: StepContext, datasets: dict[str, list[str]]) -> dic
     if not need:
         log.info("[%s] every aux3d row has SMPL: nothing to annotate", STEP)
         return {"datasets": {}, "dirs": {}}
-    trained = run_training(ctx, STEP)
+    ik = None
+    if ctx.cfg.aux_image.init == "ik":  # the regressor's starting point, trained first (every time the step runs)
+        import ray
+
+        from annotator.body.joints import TRAIN_CONVENTION
+
+        ik = ray.get(ray.remote(num_cpus=ctx.cfg.aux_annotator.num_cpus)(_train_ik_task).remote(
+            ctx.cfg.model_dump_json(), datasets, ctx.result("manifest")["body_model_path"], TRAIN_CONVENTION,
+            ctx.layout.checkpoints(STEP)))
+        for line in ik.pop("log"):
+            log.info("[%s] %s", STEP, line)
+    trained = run_training(ctx, STEP, ik_path=ik["path"] if ik else None)
     out = infer_datasets(ctx, STEP, need, trained["weights"], ctx.layout.aux_pseudo_gt, IMAGE_METHOD)
     for name, r in out["datasets"].items():
         log.info("[%s] %s: %d rows annotated by the image + joints network, %d rejected", STEP, name, r["rows"],
                  r["rejects"])
     return {**out, "weights": trained["weights"], "curve": trained["curve"], "metrics": trained["metrics"],
-            "dirs": {n: ctx.layout.aux_pseudo_gt(n) for n in need}}
+            "ik": ik, "dirs": {n: ctx.layout.aux_pseudo_gt(n) for n in need}}
 
 
 def _rows_without_smpl(shards: list[str]) -> int:

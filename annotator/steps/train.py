@@ -71,6 +71,10 @@ def train_loop(loop_cfg: dict) -> None:
         from annotator.steps.prepare import load_lifter
 
         net.attach_lifter(load_lifter(loop_cfg["lifter_path"]).to(device))
+    if loop_cfg.get("ik_path") and net.ik is None:  # the aux-set annotator starts from the IK network's answer
+        from annotator.fitting.cli import load_ik
+
+        net.attach_ik(load_ik(loop_cfg["ik_path"])[0].to(device))
     def frozen_vposer():
         v = load_vposer(loop_cfg["vposer_path"]).to(device).eval()
         for p in v.parameters():
@@ -439,7 +443,8 @@ def latest_checkpoint(ckpt_dir: str) -> str | None:
     return best
 
 
-def run_training(ctx: StepContext, step: str) -> dict:
+def run_training(ctx: StepContext, step: str, ik_path: str | None = None) -> dict:
+    """Train step ``step`` on Ray Train; ``ik_path``: the aux-set annotator's IK starting point."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -455,6 +460,7 @@ def run_training(ctx: StepContext, step: str) -> dict:
         from annotator.body.joints import TRAIN_CONVENTION, get_convention
 
         loop_cfg["joints_in"] = get_convention(TRAIN_CONVENTION).num_joints
+        loop_cfg["ik_path"] = ik_path
     if TRAINING_STEPS[step].uses_lifter and cfg.lifter.enabled:  # the annotator network starts from the lifter's pose
         loop_cfg["lifter_path"] = ctx.result("train-lifter")["lifter"]
     in_the_loop = TRAINING_STEPS[step].fits_in_the_loop
