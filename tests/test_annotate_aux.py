@@ -80,7 +80,7 @@ def test_a_job_whose_only_aux3d_set_has_no_smpl_runs_end_to_end(tmp_path, ray_lo
     assert summary["annotate-aux"]["outputs"]["datasets"]["lab"]["rows"] == len(manifest)
     if kind == "image":  # trained on Ray Train, one curve point per epoch scored against the set's hidden SMPL
         aux_curve = summary["annotate-aux"]["outputs"]["curve"]
-        assert [p["epoch"] for p in aux_curve] == [0, 1]
+        assert [p["epoch"] for p in aux_curve] == [-1, 0, 1]  # -1: the IK start, before training
         assert all(p["aux3d_hidden"]["rows"] == len(manifest) and np.isfinite(p["aux3d_hidden"]["pa_mpjpe"])
                    for p in aux_curve)
         assert (run / "checkpoints" / "annotate-aux" / "model.pt").exists()

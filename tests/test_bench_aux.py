@@ -32,7 +32,7 @@ def test_bench_aux_scores_ik_and_the_image_network_on_the_same_hidden_truth(tmp_
         assert all(np.isfinite(m[k]) and m[k] > 0 for k in ("mpjpe", "pa_mpjpe", "pve"))
         assert m["skill"] == pytest.approx(1 - m["pa_mpjpe"] / result["baseline"]["pa_mpjpe"])
     assert result["people"] == 12  # one person per lab image, every one annotated
-    assert [p["epoch"] for p in result["neuralannot_aux_curve"]] == [0, 1]
+    assert [p["epoch"] for p in result["neuralannot_aux_curve"]] == [-1, 0, 1]
     run_dir = tmp_path / "w" / "aux-seed-2"
     assert (run_dir / "aux_pseudo_gt" / "lab").is_dir() and (run_dir / "checkpoints" / "annotate-aux" / "model.pt").exists()
     json.dumps(result)  # what --out writes

@@ -126,6 +126,10 @@ def train_loop(loop_cfg: dict) -> None:
                 if name == "target" and len(rows):
                     point["fits"] = monitor_fits(trainer.loop.fits, body, rows, truth, device)
             curve.append(point)  # epoch -1: the initial dictionary
+    if TRAINING_STEPS[step].reads_joints and rank == 0 and state is None and monitors:
+        # the aux-set annotator's starting point (the IK network's answer with aux_image.init: ik), before training
+        curve.append({"epoch": -1, "steps": 0, **{name: monitor_3d(trainer, rows, truth)
+                                                  for name, (rows, truth) in monitors.items() if len(rows)}})
     fits_at_start = trainer.loop.fits.checksum() if spin else None
     trainer.net = ray.train.torch.prepare_model(net)
     aux_iter = cycle_batches(aux, n_aux, tcfg.seed, device, rank, world) if n_aux else None
