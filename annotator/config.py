@@ -525,7 +525,7 @@ class JobConfig(Strict):
     ``aux3d`` + the targets' pseudo-GT (full supervision; ``aux3d_fraction`` of each batch from
     aux3d), then tested on the ``eval3d`` sets. An epoch is one pass over the pseudo-GT rows."""
     spin: SpinConfig = SpinConfig(epochs=5, lr=5e-5)
-    aux_image: AuxImageConfig = AuxImageConfig(epochs=20, lr=1e-4, warmup_steps=20)
+    aux_image: AuxImageConfig = AuxImageConfig(epochs=40, lr=1e-4, warmup_steps=20)
     """The image + 3D-joints aux-set annotator's training (``aux_annotator.kind: image``)."""
     second_round: SecondRoundConfig = SecondRoundConfig()
     """NeuralAnnot's second round (off by default; ``second_round: true`` turns it on): a fresh network

@@ -53,7 +53,7 @@ class AuxSettings:
     drop: float = 0.3
     image: bool = True
     """Also run the ``neuralannot-aux`` job (and the ``ik-coco17`` row)."""
-    image_epochs: int = 20
+    image_epochs: int = 40
     image_batch: int = 32
     image_lr: float = 1e-4
     """(With the job's 20 warm-up steps.) At 1e-3 the first epoch threw the IK start away: PA-MPJPE

@@ -57,7 +57,7 @@ def add_commands(subparsers) -> None:
     a.add_argument("--train-poses", type=int, default=None,
                    help="synthetic mocap poses the IK network trains on (20000)")
     a.add_argument("--steps", type=int, default=None, help="IK training steps (1500)")
-    a.add_argument("--image-epochs", type=int, default=None, help="epochs of the image + joints network (20)")
+    a.add_argument("--image-epochs", type=int, default=None, help="epochs of the image + joints network (40)")
     a.add_argument("--image-init", default=None, choices=["ik", "mean"],
                    help="where the image + joints network's regressor starts (aux_image.init, default ik)")
     a.add_argument("--no-image", dest="image", action="store_false", default=None,
