@@ -87,11 +87,10 @@ def image_job(s: AuxSettings, log=print) -> dict:
     import shutil
     import tempfile
 
-    import pandas as pd
     import pyarrow.parquet as pq
 
     from annotator.config import parse_job
-    from annotator.evaluation.reports import ground_truth, stack_column
+    from annotator.evaluation.reports import ground_truth, pose_tensors
     from annotator.run import run_job
 
     work = s.work_dir or tempfile.mkdtemp(prefix="annotator-bench-aux-")
@@ -109,9 +108,7 @@ def image_job(s: AuxSettings, log=print) -> dict:
         aux = summary["annotate-aux"]["outputs"]
         pred = pq.read_table(aux["datasets"]["lab"]["out_dir"]).to_pandas().set_index("sample_id")
         gt = ground_truth("lab", summary["manifest"]["outputs"]["datasets"]["lab"]).loc[pred.index]
-        as_t = lambda df, k, w: torch.as_tensor(np.asarray(stack_column(pd.Series(list(df[k])), w), np.float32))  # noqa: E731
-        widths = (("global_orient", 3), ("body_pose", 69), ("betas", 10))
-        out = {"truth": {k: as_t(gt, k, w) for k, w in widths}, "pred": {k: as_t(pred, k, w) for k, w in widths},
+        out = {"truth": pose_tensors(gt), "pred": pose_tensors(pred),
                "seconds": summary["annotate-aux"]["seconds"], "curve": aux["curve"], "ik": None}
         if aux.get("ik"):
             from annotator.fitting.cli import load_ik

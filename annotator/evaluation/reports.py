@@ -111,6 +111,15 @@ def align_annotations(sample_ids: Sequence[str], annotations: tuple[pd.Index, np
     return out
 
 
+def pose_tensors(frame: pd.DataFrame | dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The :data:`POSE_PARAMS` list columns (``prefix + name``) of a frame or a dict of columns
+    (ground truth, pseudo-GT, manifest SMPL) as float32 ``(N, width)`` tensors, in its row order."""
+    from annotator.data.pseudo_gt import PARAM_WIDTHS
+
+    return {k: torch.as_tensor(np.asarray(stack_column(pd.Series(list(frame[prefix + k])), PARAM_WIDTHS[k]), np.float32))
+            for k in POSE_PARAMS}
+
+
 def ground_truth(dataset: str, manifest_result: dict) -> pd.DataFrame | None:
     """SMPL ground truth of a dataset indexed by ``sample_id`` (columns :data:`PARAMS`), or
     None when it has none: the synthetic truth file, else the manifest's SMPL columns."""

@@ -266,16 +266,12 @@ def _truth(spec: dict, sample_ids: np.ndarray, cols: dict) -> dict[str, torch.Te
     that have SMPL, so a 3D-joints-only row is never scored against zeros)."""
     import pandas as pd
 
-    from annotator.evaluation.reports import ground_truth, stack_column
+    from annotator.evaluation.reports import ground_truth, pose_tensors
 
     if spec.get("truth") == "manifest":
-        arrs = {k: stack_column(pd.Series(list(cols[f"smpl_{k}"])), w) for k, w in
-                (("global_orient", 3), ("body_pose", 69), ("betas", 10))}
-    else:
-        frames = [ground_truth(name, made) for name, made in spec["truth"].items()]
-        gt = pd.concat([f for f in frames if f is not None]).loc[list(sample_ids)]
-        arrs = {k: stack_column(gt[k], w) for k, w in (("global_orient", 3), ("body_pose", 69), ("betas", 10))}
-    return {k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in arrs.items()}
+        return pose_tensors(cols, prefix="smpl_")
+    frames = [ground_truth(name, made) for name, made in spec["truth"].items()]
+    return pose_tensors(pd.concat([f for f in frames if f is not None]).loc[list(sample_ids)])
 
 
 def _newest_state(registered, ckpt_dir: str | None) -> dict | None:
