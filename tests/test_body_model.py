@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from annotator.body import LANDMARK_NAMES, SMPL_JOINT_NAMES
-from annotator.body.model import SMPL_PARENTS
+from annotator.body.joints import SMPL_PARENTS
 from annotator.body.smpl_convert import load_smpl_dict
 
 J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}

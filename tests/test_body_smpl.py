@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from annotator.body import load_body_model
-from annotator.body.model import SMPL_LANDMARK_VERTEX_IDS, SMPL_PARENTS
+from annotator.body.joints import SMPL_PARENTS
+from annotator.body.model import SMPL_LANDMARK_VERTEX_IDS
 from annotator.body.smpl_convert import ChumpyPickleError, convert_smpl, load_smpl_dict
 from annotator.config import BodyModelConfig
 from tests.test_body_model import assert_knee_flexion

@@ -178,6 +178,28 @@ def test_the_aux_set_annotator_reads_root_relative_3d_joints_and_saves_them_in_i
         load_weights(_net(), str(path))
 
 
+def test_load_network_reads_the_checkpoint_once_and_takes_its_joints_input_from_it(tmp_path, monkeypatch):
+    from annotator import storage
+    from annotator.body.joints import TRAIN_CONVENTION, get_convention
+    from annotator.config import parse_job
+    from annotator.steps.runtime import load_network
+
+    cfg = parse_job({"name": "t", "crop": {"size": CROP},
+                     "datasets": [{"name": "w", "format": "coco", "role": "target", "path": "a.json"}]})
+    torch.manual_seed(0)
+    saved = CliffNet(cfg.network, CROP, joints_in=17, joints_root=get_convention(TRAIN_CONVENTION).root).eval()
+    path = str(tmp_path / "model.pt")
+    torch.save({"model": saved.state_dict()}, path)
+    reads = []
+    real = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda p, *a, **k: reads.append(p) or real(p, *a, **k))
+    net = load_network(cfg, path, torch.device("cpu")).eval()
+    assert reads == [path] and net.joints_in == 17
+    img, info = _inputs()
+    joints = torch.cat([torch.randn(2, 17, 3, generator=torch.Generator().manual_seed(4)) * 0.3, torch.ones(2, 17, 1)], -1)
+    torch.testing.assert_close(net(img, info, joints_3d=joints)["pose_6d"], saved(img, info, joints_3d=joints)["pose_6d"])
+
+
 def test_an_attached_ik_network_is_the_aux_annotators_frozen_starting_point_and_travels_in_its_checkpoint(tmp_path):
     from annotator.body.joints import get_convention
     from annotator.model.ik import IKNet

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from annotator import run as run_mod
-from annotator.config import ConfigError, JobConfig, apply_override, load_job
+from annotator.config import ConfigError, JobConfig, apply_override
 from annotator.layout import RunLayout
 from annotator.steps.base import read_state, read_state_record
 

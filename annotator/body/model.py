@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from annotator import storage
-from annotator.body.joints import LANDMARK_NAMES, NUM_JOINTS, NUM_POSE_BASIS, SMPL_JOINT_NAMES, SMPL_PARENTS
+from annotator.body.joints import LANDMARK_NAMES, NUM_JOINTS, NUM_POSE_BASIS, SMPL_JOINT_NAMES
 from annotator.config import BodyModelConfig
 
 SMPL_LANDMARK_VERTEX_IDS = {

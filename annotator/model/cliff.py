@@ -311,7 +311,7 @@ def net_inputs(batch: dict[str, torch.Tensor], net: nn.Module | None = None) -> 
     return {k: batch[k] for k in keys if k in batch}
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Read a ``torch.save``-d state dict (optionally wrapped under ``model``/``state_dict``)."""
     try:
         raw = storage.read_bytes(path)
@@ -330,9 +330,11 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
 
 
-def checkpoint_joints_in(path: str) -> int:
-    """The ``joints_in`` of the network saved at ``path`` (0: an image-only network)."""
-    weight = _read_state_dict(path).get(JOINTS_PREFIX + "0.weight")
+def checkpoint_joints_in(source: str | dict[str, torch.Tensor]) -> int:
+    """The ``joints_in`` of the network saved at ``source`` (a path, or the state dict
+    :func:`read_state_dict` read from it; 0: an image-only network)."""
+    state = read_state_dict(source) if isinstance(source, str) else source
+    weight = state.get(JOINTS_PREFIX + "0.weight")
     return 0 if weight is None else int(weight.shape[1]) // 4
 
 
@@ -341,7 +343,7 @@ def _preview(keys: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def load_weights(net: CliffNet, path: str) -> str:
+def load_weights(net: CliffNet, path: str, state: dict[str, torch.Tensor] | None = None) -> str:
     """Load a full CliffNet checkpoint, an official CLIFF res50 checkpoint or a torchvision-style
     ResNet state dict from ``path``.
 
@@ -350,11 +352,12 @@ def load_weights(net: CliffNet, path: str) -> str:
     needs ``network.convention: cliff``); otherwise it must be a torchvision ResNet of the
     configured depth (its ``fc.*`` ImageNet head is ignored).
     Any missing, unexpected or wrongly shaped key is an error that names the file and keys.
+    ``state``: the file's state dict when the caller has already read it (:func:`read_state_dict`).
 
     Returns:
         ``"full"``, ``"cliff"`` or ``"backbone"``: what was loaded.
     """
-    state = _read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     cliff = is_cliff_checkpoint(state)
     if cliff:
         if net.convention != "cliff":

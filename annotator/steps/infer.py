@@ -31,6 +31,7 @@ from annotator import storage
 from annotator.body.joints import TRAIN_CONVENTION
 from annotator.methods import METHODS, first_round_label, fits_label
 from annotator.data.pseudo_gt import PARAM_WIDTHS, to_table
+from annotator.steps.annotate_aux import REASON as NO_3D_JOINTS
 from annotator.steps.base import Progress, StepContext
 
 log = logging.getLogger("annotator")
@@ -177,7 +178,7 @@ class Predictor:
         if self.net is not None and self.net.joints_in:  # the aux-set annotator reads the row's 3D joints
             lacking = ok & ~np.asarray(batch["has_3d"], dtype=bool)
             ok = out["ok"] = ok & ~lacking
-            out["reason"][lacking], out["error"][lacking] = "no_3d_joints", "the row has no 3D joints for the image + joints network"
+            out["reason"][lacking], out["error"][lacking] = NO_3D_JOINTS, "the row has no 3D joints for the image + joints network"
         if ok.any():
             sub = {k: v[ok] for k, v in batch.items()}
             mb = to_model_batch(sub, self.device)

@@ -67,14 +67,15 @@ def load_network(cfg: JobConfig, weights_path: str | None, device: torch.device,
     checkpoint has (0 without one)."""
     from annotator.body.joints import TRAIN_CONVENTION, get_convention
     from annotator.model import CliffNet, load_weights
-    from annotator.model.cliff import checkpoint_joints_in
+    from annotator.model.cliff import checkpoint_joints_in, read_state_dict
 
+    state = read_state_dict(weights_path) if weights_path else None  # read once: the checkpoint may be on S3
     if joints_in is None:
-        joints_in = checkpoint_joints_in(weights_path) if weights_path else 0
+        joints_in = checkpoint_joints_in(state) if state is not None else 0
     net = CliffNet(cfg.network, cfg.crop.size, num_betas=cfg.body_model.num_betas, joints_in=joints_in,
                    joints_root=get_convention(TRAIN_CONVENTION).root)
-    if weights_path:
-        load_weights(net, weights_path)
+    if state is not None:
+        load_weights(net, weights_path, state=state)
     net = net.to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)

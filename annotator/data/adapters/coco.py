@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from annotator.config import DatasetConfig, ManifestConfig
-from annotator.data.adapters.common import AdapterResult, image_root, read_json_file, resolve_image_path, source_ref
+from annotator.data.adapters.common import AdapterResult, image_root, resolve_image_path, source_ref
 from annotator.data.adapters.json_stream import read_coco_slim
 from annotator.data.manifest import ManifestError, columns_to_table, empty_rejects, rejects_table
 
