@@ -1,0 +1,64 @@
+"""Score a bench quality run's `wild` pseudo-GT on the people of its first N images only.
+
+    python benchmarks/subset_scores.py WORK_DIR SEED FIRST_IMAGES [METHOD ...]
+
+The synthetic world draws every image from its own seed (``(seed, domain, index)``), so image
+``i`` of a `wild` set is the same whatever the set's size: the first 150 images of an
+``annotator bench quality --wild-images 600`` run are exactly the `wild` set of the default
+(150-image) run of the same seed. This scores each method of the larger run (default: cliff,
+prior, smplify) and ``baseline-mean-pose`` (the report's own reference, from the run's aux3d
+rows) on those people with the report's own error code, so a run with more target images can
+be read against the default run's table person for person. Prints a markdown table.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from annotator.evaluation.reports import (
+    baseline_predictions, direct_errors, read_parquet_file, skill, stack_column,
+)
+from error_decomposition import load_run
+
+
+def mean_pose(run, aux3d: tuple[str, ...]) -> np.ndarray:
+    """The mean body pose of the run's aux3d rows (as ``reports.mean_aux3d_pose``)."""
+    poses = []
+    for name in aux3d:
+        for shard in run.manifest["datasets"][name]["shards"]:
+            df = read_parquet_file(shard, ["smpl_body_pose", "has_smpl"])
+            poses.append(stack_column(df[df["has_smpl"].astype(bool)]["smpl_body_pose"], 69))
+    return np.concatenate(poses).mean(0).astype(np.float32)
+
+
+def main(work_dir: str, seed: int, first_images: int, methods: list[str],
+         aux3d: tuple[str, ...] = ("lab", "wild3d_train")) -> None:
+    run = load_run(work_dir, seed)
+    gt_file = read_parquet_file(run.manifest["datasets"]["wild"]["ground_truth"], ["annotation_id", "image_id"])
+    image_of = pd.Series(gt_file["image_id"].values, index="wild/" + gt_file["annotation_id"].astype(str))
+    keep = image_of.index[image_of.values <= first_images]  # image ids count from 1
+    rows = {}
+    for method in methods:
+        pred, gt = run.pseudo_gt(method)
+        ids = pred.index.intersection(keep)
+        err = direct_errors(pred.loc[ids], gt.loc[ids], run.body)
+        rows[method] = {"n": len(ids), "err2d_px": float(np.nanmean(pred.loc[ids, "err2d_px"])),
+                        "mpjpe": float(err.mpjpe.mean()), "pa_mpjpe": float(err.pa_mpjpe.mean()),
+                        "orient_median_deg": float(err.orient_err_deg.median())}
+    ids = run.truth.index.intersection(pred.index.intersection(keep))
+    g = run.truth.loc[ids]
+    base = direct_errors(baseline_predictions(g, mean_pose(run, aux3d)), g, run.body)
+    baseline = {"n": len(ids), "mpjpe": float(base.mpjpe.mean()), "pa_mpjpe": float(base.pa_mpjpe.mean())}
+    print(f"`wild` people of images 1-{first_images} ({work_dir}, seed {seed})\n")
+    print("| method | people | 2D px | MPJPE | PA-MPJPE | skill | orient. median |")
+    print("|---|---|---|---|---|---|---|")
+    for method, r in rows.items():
+        print(f"| {method} | {r['n']} | {r['err2d_px']:.1f} | {r['mpjpe']:.1f} | {r['pa_mpjpe']:.1f} | "
+              f"{skill(r, baseline):+.2f} | {r['orient_median_deg']:.1f} |")
+    print(f"| baseline-mean-pose | {baseline['n']} | - | {baseline['mpjpe']:.1f} | {baseline['pa_mpjpe']:.1f} | 0 | 0 |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:] or ["cliff", "prior", "smplify"])
