@@ -17,31 +17,32 @@ import sys
 import numpy as np
 import pandas as pd
 
+from annotator.bench.quality import QualitySettings, bench_job
+from annotator.config import parse_job
 from annotator.evaluation.reports import (
-    baseline_predictions, direct_errors, read_parquet_file, skill, stack_column,
+    baseline_predictions, direct_errors, mean_aux3d_pose, read_parquet_dir, read_parquet_file, skill,
 )
 from error_decomposition import load_run
 
 
-def mean_pose(run, aux3d: tuple[str, ...]) -> np.ndarray:
-    """The mean body pose of the run's aux3d rows (as ``reports.mean_aux3d_pose``)."""
-    poses = []
-    for name in aux3d:
-        for shard in run.manifest["datasets"][name]["shards"]:
-            df = read_parquet_file(shard, ["smpl_body_pose", "has_smpl"])
-            poses.append(stack_column(df[df["has_smpl"].astype(bool)]["smpl_body_pose"], 69))
-    return np.concatenate(poses).mean(0).astype(np.float32)
+def predictions(run, method: str):
+    """``method``'s `wild` rows and their truth; ``prior`` is the seed's shared prior predictions."""
+    if method != "prior":
+        return run.pseudo_gt(method)
+    pred = read_parquet_dir(f"{run.root}/base/prior/wild").set_index("sample_id")
+    ids = pred.index.intersection(run.truth.index)
+    return pred.loc[ids], run.truth.loc[ids]
 
 
-def main(work_dir: str, seed: int, first_images: int, methods: list[str],
-         aux3d: tuple[str, ...] = ("lab", "wild3d_train")) -> None:
+def main(work_dir: str, seed: int, first_images: int, methods: list[str]) -> None:
     run = load_run(work_dir, seed)
+    bench_cfg = parse_job(bench_job(QualitySettings(seed=seed), run.root, "base"))  # its dataset roles
     gt_file = read_parquet_file(run.manifest["datasets"]["wild"]["ground_truth"], ["annotation_id", "image_id"])
     image_of = pd.Series(gt_file["image_id"].values, index="wild/" + gt_file["annotation_id"].astype(str))
     keep = image_of.index[image_of.values <= first_images]  # image ids count from 1
     rows = {}
     for method in methods:
-        pred, gt = run.pseudo_gt(method)
+        pred, gt = predictions(run, method)
         ids = pred.index.intersection(keep)
         err = direct_errors(pred.loc[ids], gt.loc[ids], run.body)
         rows[method] = {"n": len(ids), "err2d_px": float(np.nanmean(pred.loc[ids, "err2d_px"])),
@@ -49,7 +50,7 @@ def main(work_dir: str, seed: int, first_images: int, methods: list[str],
                         "orient_median_deg": float(err.orient_err_deg.median())}
     ids = run.truth.index.intersection(pred.index.intersection(keep))
     g = run.truth.loc[ids]
-    base = direct_errors(baseline_predictions(g, mean_pose(run, aux3d)), g, run.body)
+    base = direct_errors(baseline_predictions(g, mean_aux3d_pose(bench_cfg, run.manifest)), g, run.body)
     baseline = {"n": len(ids), "mpjpe": float(base.mpjpe.mean()), "pa_mpjpe": float(base.pa_mpjpe.mean())}
     print(f"`wild` people of images 1-{first_images} ({work_dir}, seed {seed})\n")
     print("| method | people | 2D px | MPJPE | PA-MPJPE | skill | orient. median |")
