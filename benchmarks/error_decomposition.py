@@ -22,6 +22,7 @@ with ``benchmarks/refit_pseudo_gt.py``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 
@@ -48,10 +49,15 @@ class BenchRun:
     """`wild`'s hidden SMPL truth by ``sample_id``."""
 
     def pseudo_gt(self, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``method``'s `wild` pseudo-GT and the truth of the same instances, same order."""
-        pred = read_parquet_dir(f"{self.root}/results/{method}/pseudo_gt/wild")
+        """``method``'s `wild` pseudo-GT and the truth of the same instances, same order. A run
+        without a ``prior`` variant (``--methods cliff smplify``) still has the prior predictions
+        every variant of the seed shares (``base/prior/wild``): ``prior`` falls back to them."""
+        where = f"{self.root}/results/{method}/pseudo_gt/wild"
+        if method == "prior" and not os.path.isdir(where):
+            where = f"{self.root}/base/prior/wild"
+        pred = read_parquet_dir(where)
         if pred.empty:
-            raise SystemExit(f"no pseudo-GT under {self.root}/results/{method}/pseudo_gt/wild/")
+            raise SystemExit(f"no pseudo-GT under {where}/")
         pred = pred.set_index("sample_id")
         ids = pred.index.intersection(self.truth.index)
         return pred.loc[ids], self.truth.loc[ids]

@@ -19,19 +19,8 @@ import pandas as pd
 
 from annotator.bench.quality import QualitySettings, bench_job
 from annotator.config import parse_job
-from annotator.evaluation.reports import (
-    baseline_predictions, direct_errors, mean_aux3d_pose, read_parquet_dir, read_parquet_file, skill,
-)
+from annotator.evaluation.reports import baseline_predictions, direct_errors, mean_aux3d_pose, read_parquet_file, skill
 from error_decomposition import load_run
-
-
-def predictions(run, method: str):
-    """``method``'s `wild` rows and their truth; ``prior`` is the seed's shared prior predictions."""
-    if method != "prior":
-        return run.pseudo_gt(method)
-    pred = read_parquet_dir(f"{run.root}/base/prior/wild").set_index("sample_id")
-    ids = pred.index.intersection(run.truth.index)
-    return pred.loc[ids], run.truth.loc[ids]
 
 
 def main(work_dir: str, seed: int, first_images: int, methods: list[str]) -> None:
@@ -40,18 +29,18 @@ def main(work_dir: str, seed: int, first_images: int, methods: list[str]) -> Non
     gt_file = read_parquet_file(run.manifest["datasets"]["wild"]["ground_truth"], ["annotation_id", "image_id"])
     image_of = pd.Series(gt_file["image_id"].values, index="wild/" + gt_file["annotation_id"].astype(str))
     keep = image_of.index[image_of.values <= first_images]  # image ids count from 1
-    rows = {}
+    rows, scored = {}, None
     for method in methods:
-        pred, gt = predictions(run, method)
+        pred, gt = run.pseudo_gt(method)
         ids = pred.index.intersection(keep)
+        scored = ids if scored is None else scored.intersection(ids)
         err = direct_errors(pred.loc[ids], gt.loc[ids], run.body)
         rows[method] = {"n": len(ids), "err2d_px": float(np.nanmean(pred.loc[ids, "err2d_px"])),
                         "mpjpe": float(err.mpjpe.mean()), "pa_mpjpe": float(err.pa_mpjpe.mean()),
                         "orient_median_deg": float(err.orient_err_deg.median())}
-    ids = run.truth.index.intersection(pred.index.intersection(keep))
-    g = run.truth.loc[ids]
+    g = run.truth.loc[scored]  # the people every method scored
     base = direct_errors(baseline_predictions(g, mean_aux3d_pose(bench_cfg, run.manifest)), g, run.body)
-    baseline = {"n": len(ids), "mpjpe": float(base.mpjpe.mean()), "pa_mpjpe": float(base.pa_mpjpe.mean())}
+    baseline = {"n": len(scored), "mpjpe": float(base.mpjpe.mean()), "pa_mpjpe": float(base.pa_mpjpe.mean())}
     print(f"`wild` people of images 1-{first_images} ({work_dir}, seed {seed})\n")
     print("| method | people | 2D px | MPJPE | PA-MPJPE | skill | orient. median |")
     print("|---|---|---|---|---|---|---|")
